@@ -1,0 +1,32 @@
+# The two commands of the README: `make dev` (the homelab on this machine) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK ?= homelab
+
+.PHONY: dev test venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements.txt requirements-dev.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@ $(VENV)/.dev-installed
+
+venv: $(VENV)/.test-installed
+
+## make dev: a local nats-server with the stack's rendered config and stream catalog, in the foreground.
+dev: $(VENV)/.dev-installed
+	$(BIN)/python -m streams dev --stack $(STACK) $(ARGS)
+
+## make test: the whole suite (real nats-server, moto S3, Pulumi mocks).
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .local

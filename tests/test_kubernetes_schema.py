@@ -1,0 +1,69 @@
+"""Every Kubernetes object the program declares validates against the Kubernetes OpenAPI schema
+(strict: unknown fields are errors), for the oldest and newest releases we support. The Longhorn
+RecurringJob is a CRD the Kubernetes schema does not know; it is checked against Longhorn's
+v1beta2 RecurringJob spec (longhorn/longhorn-manager k8s/pkg/apis/longhorn/v1beta2/recurringjob.go).
+"""
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
+
+KUBERNETES_RELEASES = ["1.30.0", kubernetes_validate.latest_version()]
+
+RECURRING_JOB_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "longhorn.io/v1beta2"},
+        "kind": {"const": "RecurringJob"},
+        "metadata": {"type": "object", "required": ["name", "namespace"],
+                     "properties": {"namespace": {"const": "longhorn-system"}}},
+        "spec": {
+            "type": "object", "additionalProperties": False,
+            "required": ["name", "task", "cron", "retain", "concurrency", "groups"],
+            "properties": {
+                "name": {"type": "string"}, "cron": {"type": "string"},
+                "task": {"enum": ["snapshot", "snapshot-force-create", "snapshot-cleanup", "snapshot-delete",
+                                  "backup", "backup-force-create", "filesystem-trim", "system-backup"]},
+                "retain": {"type": "integer", "minimum": 1}, "concurrency": {"type": "integer", "minimum": 1},
+                "groups": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    },
+}
+
+CONFIGS = {
+    "homelab": stack_config("homelab"),
+    "cluster-ip-other-sizes": {**stack_config("homelab"), **encode_config({
+        "homelab-nats:loadBalancer": {"ip": None},
+        "homelab-nats:jetstream": {"memoryStore": "256Mi", "fileStore": "50Gi"}})},
+}
+
+
+def declared_objects(config):
+    run = run_program(config)
+    return [as_manifest(r) for r in run.resources if r.type.startswith("kubernetes:")]
+
+
+@pytest.mark.parametrize("config_name", CONFIGS)
+@pytest.mark.parametrize("release", KUBERNETES_RELEASES)
+def test_every_object_validates_strictly(config_name, release):
+    objects = declared_objects(CONFIGS[config_name])
+    assert len(objects) >= 8
+    for obj in objects:
+        if obj["kind"] == "RecurringJob":
+            jsonschema.validate(obj, RECURRING_JOB_SCHEMA)
+        else:
+            kubernetes_validate.validate(obj, release, strict=True)
+
+
+def test_the_validator_rejects_a_broken_object():
+    """Guards the test above: strict validation really does catch a misspelt field."""
+    [ss] = [o for o in declared_objects(CONFIGS["homelab"]) if o["kind"] == "StatefulSet"]
+    ss["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ss, KUBERNETES_RELEASES[-1], strict=True)

@@ -1,0 +1,161 @@
+"""The whole __main__.py under Pulumi mocks, with the config read from Pulumi.homelab.yaml."""
+import json
+
+import pytest
+
+from components.settings import SettingsError
+from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
+
+SS = "kubernetes:apps/v1:StatefulSet"
+SVC = "kubernetes:core/v1:Service"
+
+
+@pytest.fixture(scope="module")
+def homelab():
+    return run_program(stack_config("homelab"))
+
+
+def test_resource_graph(homelab):
+    kinds = sorted((r.type, r.inputs.get("metadata", {}).get("name")) for r in homelab.resources
+                   if r.type.startswith("kubernetes:"))
+    assert kinds == sorted([
+        ("kubernetes:core/v1:Namespace", "nats"),
+        ("kubernetes:core/v1:ConfigMap", "nats-config"),
+        (SS, "nats"),
+        (SVC, "nats-headless"),
+        (SVC, "nats"),
+        ("kubernetes:policy/v1:PodDisruptionBudget", "nats"),
+        ("kubernetes:apps/v1:Deployment", "nats-box"),
+        ("kubernetes:core/v1:Secret", "nats-box-contexts"),
+        ("kubernetes:longhorn.io/v1beta2:RecurringJob", "nats-jetstream-snapshot"),
+    ])
+    components = {r.type for r in homelab.resources if r.type.startswith("homelab-nats:")}
+    assert components == {"homelab-nats:index:NatsDeployment", "homelab-nats:index:NatsServer",
+                          "homelab-nats:index:NatsBox"}
+    for r in homelab.resources:
+        if r.type.startswith("kubernetes:") and r.type != "kubernetes:core/v1:Namespace" \
+                and "RecurringJob" not in r.type:
+            assert r.inputs["metadata"]["namespace"] == "nats", r.name
+
+
+def test_statefulset_matches_the_guide(homelab):
+    ss = as_manifest(homelab.one(SS))
+    pod = ss["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["nats", "reloader", "prom-exporter"]
+    nats = pod["containers"][0]
+    assert nats["resources"] == {"limits": {"cpu": "500m", "memory": "512Mi"},
+                                 "requests": {"cpu": "100m", "memory": "128Mi"}}
+    env = {e["name"]: e for e in nats["env"]}
+    assert env["GOMEMLIMIT"]["value"] == "450MiB"
+    assert env["SERVER_NAME"]["value"] == "$(POD_NAME)"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert pod["securityContext"]["fsGroup"] == 1000
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["shareProcessNamespace"] is True and pod["terminationGracePeriodSeconds"] == 60
+    for c in pod["containers"]:
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert nats["lifecycle"]["preStop"]["exec"]["command"] == ["nats-server", "-sl=ldm=/var/run/nats/nats.pid"]
+    assert nats["readinessProbe"]["httpGet"] == {"path": "/healthz?js-server-only=true", "port": "monitor"}
+    assert nats["livenessProbe"]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
+    assert nats["startupProbe"]["failureThreshold"] == 90
+    assert {m["mountPath"] for m in nats["volumeMounts"]} == {"/etc/nats-config", "/var/run/nats", "/data"}
+    [vct] = ss["spec"]["volumeClaimTemplates"]
+    assert vct["metadata"]["name"] == "nats-js"  # PVC nats-js-nats-0, the chart's name
+    assert vct["spec"]["storageClassName"] == "longhorn"
+    assert vct["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert vct["metadata"]["labels"]["recurring-job-group.longhorn.io/nats-jetstream"] == "enabled"
+    exporter = pod["containers"][2]
+    assert exporter["ports"] == [{"name": "prom-metrics", "containerPort": 7777, "protocol": "TCP"}]
+    assert "-jsz=all" in exporter["args"]
+
+
+def test_config_map_holds_the_rendered_conf(homelab):
+    conf = homelab.one("kubernetes:core/v1:ConfigMap").inputs["data"]["nats.conf"]
+    assert "max_memory_store: 1073741824" in conf and "max_file_store: 10737418240" in conf
+    assert 'store_dir: "/data"' in conf and "server_name: $SERVER_NAME" in conf
+
+
+def test_client_service_is_the_metallb_load_balancer(homelab):
+    svc = as_manifest(homelab.one(SVC, "nats"))
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "10.0.0.248"
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"nats": 4222, "monitor": 8222}
+    assert "loadBalancerIP" not in svc["spec"]  # deprecated since 1.24
+    headless = as_manifest(homelab.one(SVC, "nats-headless"))
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_nats_box_context_points_at_the_service(homelab):
+    secret = as_manifest(homelab.one("kubernetes:core/v1:Secret"))
+    context = json.loads(secret["stringData"]["default.json"])
+    assert context["url"] == "nats://nats:4222"
+    box = as_manifest(homelab.one("kubernetes:apps/v1:Deployment"))
+    c = box["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "contexts")
+    # nats reads $XDG_CONFIG_HOME/nats/context/$NATS_CONTEXT.json
+    assert mount["mountPath"] == f"{env['XDG_CONFIG_HOME']}/nats/context" and env["NATS_CONTEXT"] == "default"
+    assert box["spec"]["template"]["metadata"]["labels"]["app"] == "nats-box"
+
+
+def test_recurring_job(homelab):
+    job = as_manifest(homelab.one("kubernetes:longhorn.io/v1beta2:RecurringJob"))
+    assert job["spec"] == {"name": "nats-jetstream-snapshot", "task": "snapshot", "cron": "0 */6 * * *",
+                           "retain": 8, "concurrency": 1, "groups": ["nats-jetstream"],
+                           "labels": {"app.kubernetes.io/part-of": "homelab-nats"}}
+
+
+def test_outputs(homelab):
+    out = homelab.exports
+    assert out["clientUrl"] == "nats://10.0.0.248:4222"
+    assert out["inClusterUrl"] == "nats://nats:4222"
+    assert out["monitoringUrl"] == "http://10.0.0.248:8222"
+    assert out["healthUrl"] == "http://10.0.0.248:8222/healthz"
+    assert out["varzUrl"] == "http://10.0.0.248:8222/varz" and out["jszUrl"] == "http://10.0.0.248:8222/jsz"
+    assert out["natsBoxCommand"] == "kubectl exec -n nats deploy/nats-box -- nats"
+    assert out["namespace"] == "nats"
+    assert out["jetstreamLimits"]["maxMemoryStoreBytes"] == 2**30
+    assert out["jetstreamLimits"]["maxFileStoreBytes"] == 10 * 2**30
+
+
+def test_preview_warns_about_the_memory_store(homelab):
+    assert any("OOM" in w and "jetstream.memoryStore" in w for w in homelab.warnings)
+
+
+def test_other_configuration_no_load_balancer_other_sizes():
+    config = {**stack_config("homelab"), **encode_config({
+        "homelab-nats:loadBalancer": {"ip": None},
+        "homelab-nats:jetstream": {"memoryStore": "256Mi", "fileStore": "50Gi", "storageClass": "local-path"},
+        "homelab-nats:resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+        "homelab-nats:volumeSnapshots": {"enabled": False},
+        "homelab-nats:namespace": "messaging",
+    })}
+    run = run_program(config)
+    svc = as_manifest(run.one(SVC, "nats"))
+    assert svc["spec"]["type"] == "ClusterIP" and "annotations" not in svc["metadata"]
+    assert not any(k in run.exports for k in ("clientUrl", "monitoringUrl", "healthUrl", "varzUrl", "jszUrl"))
+    assert run.exports["inClusterUrl"] == "nats://nats:4222"
+    ss = as_manifest(run.one(SS))
+    assert ss["metadata"]["namespace"] == "messaging"
+    assert ss["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert ss["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "local-path"
+    nats = ss["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in nats["env"]}["GOMEMLIMIT"] == "901MiB"
+    conf = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]["nats.conf"]
+    assert f"max_memory_store: {256 * 2**20}" in conf and f"max_file_store: {50 * 2**30}" in conf
+    assert run.of_type("kubernetes:longhorn.io/v1beta2:RecurringJob") == []
+    assert run.warnings == []
+
+
+def test_bad_config_fails_the_program_naming_the_key():
+    config = {**stack_config("homelab"), **encode_config({"homelab-nats:jetstream": {"fileStore": "10GB"}})}
+    with pytest.raises(SettingsError, match=r"homelab-nats:jetstream.fileStore.*did you mean \"10Gi\""):
+        run_program(config)
+
+
+def test_typo_in_a_top_level_key_fails():
+    config = {**stack_config("homelab"), "homelab-nats:jetStream": json.dumps({"fileStore": "20Gi"})}
+    with pytest.raises(SettingsError, match="homelab-nats:jetStream"):
+        run_program(config)

@@ -1,0 +1,92 @@
+"""The settings model: the guide's defaults, derived values, warnings, and bad config named by key."""
+import pytest
+import yaml
+
+from components.settings import SettingsError, load_settings
+from tests.pulumi_harness import ROOT
+
+
+def homelab_raw() -> dict:
+    doc = yaml.safe_load((ROOT / "Pulumi.homelab.yaml").read_text())["config"]
+    return {k.split(":", 1)[1]: v for k, v in doc.items()}
+
+
+def test_defaults_equal_the_guide():
+    s = load_settings({})
+    assert s.namespace == "nats"
+    assert s.load_balancer.ip == "10.0.0.248"
+    assert (s.ports.client, s.ports.monitoring, s.ports.metrics) == (4222, 8222, 7777)
+    r = s.resources
+    assert (r.cpu_limit.text, r.memory_limit.text, r.cpu_request.text, r.memory_request.text) == \
+        ("500m", "512Mi", "100m", "128Mi")
+    assert s.go_mem_limit_text == "450MiB"
+    assert s.jetstream.memory_store.bytes == 2**30 and s.jetstream.file_store.bytes == 10 * 2**30
+    assert s.jetstream.storage_class == "longhorn" and s.jetstream.data_dir == "/data/jetstream"
+    assert s.fs_group == 1000 and s.replicas == 1
+    assert s.images.nats_version == "2.15.1"
+
+
+def test_homelab_stack_file_gives_the_defaults():
+    assert load_settings(homelab_raw()) == load_settings({})
+
+
+def test_guide_numbers_warn_about_oom():
+    [warning] = load_settings({}).warnings
+    assert "homelab-nats:jetstream.memoryStore" in warning and "OOM" in warning and "512Mi" in warning
+
+
+def test_no_warning_when_memory_store_fits():
+    s = load_settings({"jetstream": {"memoryStore": "256Mi"}})
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize("limit, derived", [("512Mi", "450MiB"), ("1Gi", "901MiB"), ("2Gi", "1802MiB")])
+def test_gomemlimit_derived_from_limit(limit, derived):
+    assert load_settings({"resources": {"limits": {"memory": limit}}}).go_mem_limit_text == derived
+
+
+def test_gomemlimit_explicit():
+    assert load_settings({"goMemLimit": "400MiB"}).go_mem_limit == 400 * 2**20
+
+
+BAD = [
+    ({"loadBalancer": {"ip": "10.0.0.256"}}, "homelab-nats:loadBalancer.ip", "not an IP address"),
+    ({"loadBalancer": {"ip": "nats.local"}}, "homelab-nats:loadBalancer.ip", "not an IP address"),
+    ({"jetstream": {"storageClass": "Longhorn_SSD"}}, "homelab-nats:jetstream.storageClass", "storage class"),
+    ({"jetstream": {"fileStore": "0Gi"}}, "homelab-nats:jetstream.fileStore", "greater than zero"),
+    ({"jetstream": {"memoryStore": "512MB"}}, "homelab-nats:jetstream.memoryStore", 'did you mean "512Mi"'),
+    ({"jetstream": {"fileStore": "-10Gi"}}, "homelab-nats:jetstream.fileStore", "not a Kubernetes quantity"),
+    ({"jetstream": {"storeDir": "data"}}, "homelab-nats:jetstream.storeDir", "absolute path"),
+    ({"jetstream": {"fileStorage": "10Gi"}}, "homelab-nats:jetstream", "unknown key(s) fileStorage"),
+    ({"resources": {"limits": {"memory": "512MB"}}}, "homelab-nats:resources.limits.memory", 'did you mean'),
+    ({"resources": {"limits": {"cpu": "0"}}}, "homelab-nats:resources.limits.cpu", "greater than zero"),
+    ({"resources": {"requests": {"memory": "1Gi"}}}, "homelab-nats:resources.requests.memory", "above the limit"),
+    ({"goMemLimit": "512MiB"}, "homelab-nats:goMemLimit", "not below the container memory limit"),
+    ({"goMemLimit": "600MiB"}, "homelab-nats:goMemLimit", "not below the container memory limit"),
+    ({"goMemLimit": "450Mi"}, "homelab-nats:goMemLimit", "MiB, not Mi"),
+    ({"replicas": 3}, "homelab-nats:replicas", "clustering is not built yet"),
+    ({"replicas": 0}, "homelab-nats:replicas", "at least 1"),
+    ({"ports": {"client": 70000}}, "homelab-nats:ports.client", "between 1 and 65535"),
+    ({"ports": {"client": 8222}}, "homelab-nats:ports", "must differ"),
+    ({"namespace": "NATS"}, "homelab-nats:namespace", "namespace name"),
+    ({"fsGroup": "1000"}, "homelab-nats:fsGroup", "whole number"),
+    ({"images": {"nats": "nats:latest"}}, "homelab-nats:images.nats", "not pinned"),
+    ({"images": {"nats": "nats"}}, "homelab-nats:images.nats", "explicit tag"),
+    ({"volumeSnapshots": {"cron": "every 6 hours"}}, "homelab-nats:volumeSnapshots.cron", "cron schedule"),
+    ({"volumeSnapshots": {"retain": 0}}, "homelab-nats:volumeSnapshots.retain", "between 1 and 250"),
+    ({"volumeSnapshots": {"enabled": "yes"}}, "homelab-nats:volumeSnapshots.enabled", "true or false"),
+    ({"jetStream": {"fileStore": "10Gi"}}, "homelab-nats:jetStream", "unknown config key"),
+]
+
+
+@pytest.mark.parametrize("raw, key, fragment", BAD, ids=[f"{k}-{i}" for i, (_, k, _) in enumerate(BAD)])
+def test_bad_settings_name_the_key(raw, key, fragment):
+    with pytest.raises(SettingsError) as err:
+        load_settings(raw)
+    assert key in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_load_balancer_off():
+    assert not load_settings({"loadBalancer": {"ip": None}}).load_balancer.enabled
+    assert not load_settings({"loadBalancer": None}).load_balancer.enabled
