@@ -8,12 +8,17 @@ from components.connection import connection_details
 from components.deployment import NatsDeployment, NatsDeploymentArgs
 from components.settings import load_settings
 from components.stack_config import read_stack_config
+from streams.catalog import load_catalog
+from streams.resources import declare_catalog
 
-settings = load_settings(read_stack_config())
+config = read_stack_config()
+settings = load_settings(config)
+catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas)
 for warning in settings.warnings:
     pulumi.log.warn(warning)
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))
+declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 
 for key, value in connection_details(settings).items():
     pulumi.export(key, value)

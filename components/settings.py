@@ -29,8 +29,10 @@ DEFAULT_IMAGES = {
 # (512Mi -> 450MiB, the homelab's value); NATS maintainers recommend 80-90%.
 GOMEMLIMIT_SHARE = 0.88
 
-# Keys the stream catalog owns; validated by streams.catalog, listed here so typos elsewhere are caught.
-CATALOG_KEYS = ("streams", "natsUrl", "connection")
+# Keys the stream side owns: the catalog (validated by streams.catalog) and the connection the
+# provider uses (streams.connection). Listed here so typos anywhere are caught.
+CATALOG_KEYS = ("streams", "natsUrl", "natsUser", "natsPassword", "natsToken", "natsCredentials", "natsNkeySeed",
+                "natsTls", "natsReadyTimeout")
 
 
 class SettingsError(ValueError):

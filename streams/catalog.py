@@ -1,0 +1,504 @@
+"""The stream and consumer catalog: declarations in the stack config (camelCase keys, nats CLI
+units) and their JetStream API form (snake_case, bytes, integer nanoseconds).
+
+One table of fields per kind drives everything: parsing a declaration into the wire config,
+turning a server config back into a declaration (for `pulumi refresh`), and the error messages,
+which name the stream or consumer and the key as the user wrote it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
+from streams.units import UnitError, format_duration, parse_duration, parse_size
+
+# Keys that steer the provider rather than the server.
+STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers")
+# Metadata key the provider stamps on objects it manages: it tells "ours, being replaced" from
+# "made with the nats CLI, being adopted". Never shown as a difference.
+MANAGED_BY_KEY = "homelab-nats.managed-by"
+MANAGED_BY_VALUE = "pulumi"
+
+
+class CatalogError(ValueError):
+    """A declaration that cannot be applied. `where` names the object, `key` the offending key."""
+
+    def __init__(self, where: str, key: str | None, problem: str):
+        self.where, self.key, self.problem = where, key, problem
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+# ---------------------------------------------------------------- converters (camel value <-> wire)
+
+class _Bad(ValueError):
+    """Raised by converters; turned into a CatalogError naming the object and key."""
+
+
+def _str(v):
+    if not isinstance(v, str):
+        raise _Bad(f"expected a string, got {v!r}")
+    return v
+
+
+def _enum(*choices: str, aliases: Mapping[str, str] | None = None):
+    def conv(v):
+        v2 = (aliases or {}).get(v, v)
+        if v2 not in choices:
+            raise _Bad(f"{v!r} is not one of {', '.join(choices)}")
+        return v2
+    return conv
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise _Bad(f"expected true or false, got {v!r}")
+    return v
+
+
+def _int(minimum: int, *, unlimited: bool = False):
+    def conv(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+            raise _Bad(f"expected a whole number, got {v!r}")
+        v = int(v)
+        if v < minimum and not (unlimited and v == -1):
+            raise _Bad(f"must be at least {minimum}" + (" (or -1 for unlimited)" if unlimited else "") + f", got {v}")
+        return v
+    return conv
+
+
+def _size(v):
+    try:
+        return parse_size(v)
+    except UnitError as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _duration(v):
+    try:
+        return parse_duration(v)
+    except UnitError as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _durations(v):
+    if not isinstance(v, list) or not v:
+        raise _Bad(f"expected a list of durations such as [1s, 5s, 30s], got {v!r}")
+    out = [_duration(x) for x in v]
+    if any(d <= 0 for d in out):
+        raise _Bad("every duration must be greater than zero")
+    return out
+
+
+def _subject(v):
+    problem = subject_problem(v)
+    if problem:
+        raise _Bad(problem)
+    return v
+
+
+def _subjects(v):
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise _Bad(f"expected a list of subjects such as [\"sensors.>\"], got {v!r}")
+    out = [_subject(s) for s in v]
+    if len(set(out)) != len(out):
+        raise _Bad(f"lists a subject twice: {out}")
+    for i, a in enumerate(out):
+        for b in out[i + 1:]:
+            if subjects_overlap(a, b):
+                raise _Bad(f"subjects {a!r} and {b!r} overlap; keep the wider one")
+    return out
+
+
+def _metadata(v):
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise _Bad(f"expected a map of strings to strings, got {v!r}")
+    reserved = [k for k in v if k.startswith("_nats.") or k == MANAGED_BY_KEY]
+    if reserved:
+        raise _Bad(f"keys {reserved} are reserved for the server and this tool")
+    return dict(v)
+
+
+def _time(v):
+    if isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Bad(f"{v!r} is not an RFC 3339 time such as 2025-07-15T10:00:00Z") from None
+    else:
+        raise _Bad(f"{v!r} is not an RFC 3339 time such as 2025-07-15T10:00:00Z")
+    if dt.tzinfo is None:
+        raise _Bad(f"{v!r} has no time zone; add Z for UTC (2025-07-15T10:00:00Z)")
+    return canonical_time(dt)
+
+
+def canonical_time(value: str | datetime) -> str:
+    """RFC 3339 in UTC with a Z, to the microsecond: the form times are compared in."""
+    dt = value if isinstance(value, datetime) else _parse_server_time(value)
+    dt = dt.astimezone(timezone.utc)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _parse_server_time(text: str) -> datetime:
+    # The server writes nanoseconds (…:00.123456789Z); Python keeps microseconds.
+    head, _, frac = text.rstrip("Z").partition(".")
+    tz = "+00:00" if text.endswith("Z") else ""
+    if "+" in frac or "-" in frac:
+        cut = max(frac.find("+"), frac.find("-"))
+        frac, tz = frac[:cut], frac[cut:]
+    return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{tz}")
+
+
+def _percent(v):
+    text = str(v).strip().rstrip("%") if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+    if text is None or not text.isdigit() or not 0 <= int(text) <= 100:
+        raise _Bad(f"{v!r} is not a percentage from 0 to 100 such as \"10%\"")
+    return f"{int(text)}%"
+
+
+def _same(v):
+    return v
+
+
+@dataclass(frozen=True)
+class Field:
+    camel: str
+    wire: str
+    to_wire: Callable[[Any], Any]
+    from_wire: Callable[[Any], Any] = _same
+
+
+def _object(fields: tuple[Field, ...], *, required: tuple[str, ...] = ()):
+    by_camel = {f.camel: f for f in fields}
+
+    def conv(v):
+        if not isinstance(v, Mapping):
+            raise _Bad(f"expected an object with keys {', '.join(by_camel)}, got {v!r}")
+        unknown = sorted(set(v) - set(by_camel))
+        if unknown:
+            raise _Bad(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(by_camel)}")
+        missing = [k for k in required if k not in v]
+        if missing:
+            raise _Bad(f"missing {', '.join(missing)}")
+        out = {}
+        for k, x in v.items():
+            try:
+                out[by_camel[k].wire] = by_camel[k].to_wire(x)
+            except _Bad as exc:
+                raise _Bad(f"{k}: {exc}") from None
+        return out
+
+    def back(w):
+        by_wire = {f.wire: f for f in fields}
+        return {by_wire[k].camel: by_wire[k].from_wire(x) for k, x in (w or {}).items()
+                if k in by_wire and x not in (None, "", [], {}, False, 0)}
+    return conv, back
+
+
+def _list_of(conv_back):
+    conv, back = conv_back
+
+    def c(v):
+        if not isinstance(v, list):
+            raise _Bad(f"expected a list, got {v!r}")
+        return [conv(x) for x in v]
+    return c, (lambda w: [back(x) for x in (w or [])])
+
+
+_external = _object((Field("api", "api", _str), Field("deliver", "deliver", _str)))
+_transform = _object((Field("source", "src", _subject), Field("destination", "dest", _str)),
+                     required=("source", "destination"))
+_source_fields = (
+    Field("name", "name", _str),
+    Field("optStartSeq", "opt_start_seq", _int(1)),
+    Field("optStartTime", "opt_start_time", _time),
+    Field("filterSubject", "filter_subject", _subject),
+    Field("subjectTransforms", "subject_transforms", *_list_of(_transform)),
+    Field("external", "external", *_external),
+)
+_source = _object(_source_fields, required=("name",))
+
+STREAM_FIELDS: tuple[Field, ...] = (
+    Field("description", "description", _str),
+    Field("subjects", "subjects", _subjects),
+    Field("storage", "storage", _enum("file", "memory")),
+    Field("retention", "retention", _enum("limits", "interest", "workqueue", aliases={"work": "workqueue"})),
+    Field("discard", "discard", _enum("old", "new")),
+    Field("discardNewPerSubject", "discard_new_per_subject", _bool),
+    Field("maxAge", "max_age", _duration, format_duration),
+    Field("maxBytes", "max_bytes", _size),
+    Field("maxMsgs", "max_msgs", _int(1, unlimited=True)),
+    Field("maxMsgsPerSubject", "max_msgs_per_subject", _int(1, unlimited=True)),
+    Field("maxMsgSize", "max_msg_size", _size),
+    Field("maxConsumers", "max_consumers", _int(1, unlimited=True)),
+    Field("replicas", "num_replicas", _int(1)),
+    Field("noAck", "no_ack", _bool),
+    Field("duplicateWindow", "duplicate_window", _duration, format_duration),
+    Field("compression", "compression", _enum("none", "s2")),
+    Field("firstSeq", "first_seq", _int(0)),
+    Field("denyDelete", "deny_delete", _bool),
+    Field("denyPurge", "deny_purge", _bool),
+    Field("allowRollup", "allow_rollup_hdrs", _bool),
+    Field("allowDirect", "allow_direct", _bool),
+    Field("mirrorDirect", "mirror_direct", _bool),
+    Field("allowMsgTtl", "allow_msg_ttl", _bool),
+    Field("subjectDeleteMarkerTtl", "subject_delete_marker_ttl", _duration, format_duration),
+    Field("allowMsgCounter", "allow_msg_counter", _bool),
+    Field("allowAtomic", "allow_atomic", _bool),
+    Field("metadata", "metadata", _metadata),
+    Field("republish", "republish", *_object((Field("source", "src", _subject), Field("destination", "dest", _str),
+                                               Field("headersOnly", "headers_only", _bool)),
+                                              required=("destination",))),
+    Field("subjectTransform", "subject_transform", *_transform),
+    Field("placement", "placement", *_object((Field("cluster", "cluster", _str),
+                                               Field("tags", "tags", lambda v: [_str(t) for t in v] if isinstance(v, list) else _str(v))))),
+    Field("consumerLimits", "consumer_limits", *_object((
+        Field("inactiveThreshold", "inactive_threshold", _duration, format_duration),
+        Field("maxAckPending", "max_ack_pending", _int(1, unlimited=True))))),
+    Field("mirror", "mirror", *_source),
+    Field("sources", "sources", *_list_of(_source)),
+)
+
+CONSUMER_FIELDS: tuple[Field, ...] = (
+    Field("description", "description", _str),
+    Field("filterSubject", "filter_subject", _subject),
+    Field("filterSubjects", "filter_subjects", _subjects),
+    Field("deliverPolicy", "deliver_policy", _enum("all", "last", "new", "by_start_sequence", "by_start_time",
+                                                   "last_per_subject")),
+    Field("optStartSeq", "opt_start_seq", _int(1)),
+    Field("optStartTime", "opt_start_time", _time),
+    Field("ackPolicy", "ack_policy", _enum("explicit", "all", "none")),
+    Field("ackWait", "ack_wait", _duration, format_duration),
+    Field("maxDeliver", "max_deliver", _int(1, unlimited=True)),
+    Field("backoff", "backoff", _durations, lambda w: [format_duration(x) for x in w]),
+    Field("replayPolicy", "replay_policy", _enum("instant", "original")),
+    Field("sampleFrequency", "sample_freq", _percent),
+    Field("maxAckPending", "max_ack_pending", _int(1, unlimited=True)),
+    Field("maxWaiting", "max_waiting", _int(1)),
+    Field("maxBatch", "max_batch", _int(1)),
+    Field("maxExpires", "max_expires", _duration, format_duration),
+    Field("maxBytes", "max_bytes", _size),
+    Field("inactiveThreshold", "inactive_threshold", _duration, format_duration),
+    Field("headersOnly", "headers_only", _bool),
+    Field("replicas", "num_replicas", _int(0)),
+    Field("memStorage", "mem_storage", _bool),
+    Field("metadata", "metadata", _metadata),
+    Field("deliverSubject", "deliver_subject", lambda v: _subject_no_wildcards(v)),
+    Field("deliverGroup", "deliver_group", _str),
+    Field("idleHeartbeat", "idle_heartbeat", _duration, format_duration),
+    Field("flowControl", "flow_control", _bool),
+    Field("rateLimit", "rate_limit_bps", _int(1)),
+)
+PULL_ONLY = ("maxWaiting", "maxBatch", "maxExpires", "maxBytes")
+PUSH_ONLY = ("deliverGroup", "idleHeartbeat", "flowControl", "rateLimit")
+
+
+def _subject_no_wildcards(v):
+    problem = subject_problem(v, wildcards=False)
+    if problem:
+        raise _Bad(problem)
+    return v
+
+
+_STREAM_BY_CAMEL = {f.camel: f for f in STREAM_FIELDS}
+_CONSUMER_BY_CAMEL = {f.camel: f for f in CONSUMER_FIELDS}
+
+
+def _to_wire(decl: Mapping[str, Any], fields: Mapping[str, Field], where: str, skip: tuple[str, ...]) -> dict:
+    if not isinstance(decl, Mapping):
+        raise CatalogError(where, None, f"expected an object of settings, got {decl!r}")
+    unknown = sorted(set(decl) - set(fields) - set(skip))
+    if unknown:
+        raise CatalogError(where, unknown[0], f"unknown key; allowed: {', '.join(list(fields) + list(skip))}")
+    wire = {}
+    for key, value in decl.items():
+        if key in skip or value is None:
+            continue
+        try:
+            wire[fields[key].wire] = fields[key].to_wire(value)
+        except _Bad as exc:
+            raise CatalogError(where, key, str(exc)) from None
+    return wire
+
+
+def _from_wire(config: Mapping[str, Any], fields: tuple[Field, ...]) -> dict:
+    by_wire = {f.wire: f for f in fields}
+    out = {}
+    for k, v in config.items():
+        if k in by_wire and v is not None:
+            if k == "metadata":
+                v = {mk: mv for mk, mv in v.items() if not mk.startswith("_nats.") and mk != MANAGED_BY_KEY}
+            out[by_wire[k].camel] = by_wire[k].from_wire(v)
+    return out
+
+
+# ---------------------------------------------------------------- streams
+
+def stream_where(name: str) -> str:
+    return f"stream {name!r}"
+
+
+def consumer_where(stream: str, name: str) -> str:
+    return f"consumer {name!r} of stream {stream!r}"
+
+
+def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int = 1) -> dict:
+    """The JetStream API config for a stream declaration; raises CatalogError naming the key."""
+    where = stream_where(name)
+    problem = name_problem(name)
+    if problem:
+        raise CatalogError(where, None, f"the name {problem}")
+    cfg = _to_wire(decl, _STREAM_BY_CAMEL, where, STREAM_CONTROL_KEYS)
+    for key in ("allowDataLoss", "protect"):
+        if key in decl and not isinstance(decl[key], bool):
+            raise CatalogError(where, key, f"expected true or false, got {decl[key]!r}")
+    cfg["name"] = name
+    if cfg.get("num_replicas", 1) > max_replicas:
+        raise CatalogError(where, "replicas", f"{cfg['num_replicas']} replicas need {cfg['num_replicas']} JetStream "
+                                              f"servers; this deployment runs {max_replicas}")
+    if "mirror" in cfg and ("subjects" in cfg or "sources" in cfg):
+        raise CatalogError(where, "mirror", "a mirror takes no subjects or sources of its own")
+    if "mirror" not in cfg and "sources" not in cfg and "subjects" not in cfg:
+        raise CatalogError(where, "subjects", "missing: declare the subjects the stream captures, e.g. "
+                                              "subjects: [\"sensors.>\"]")
+    if cfg.get("discard_new_per_subject") and (cfg.get("discard") != "new" or cfg.get("max_msgs_per_subject", -1) < 1):
+        raise CatalogError(where, "discardNewPerSubject", "needs discard: new and maxMsgsPerSubject")
+    if cfg.get("subject_delete_marker_ttl") and not cfg.get("allow_msg_ttl"):
+        raise CatalogError(where, "subjectDeleteMarkerTtl", "needs allowMsgTtl: true")
+    max_age, window = cfg.get("max_age", 0), cfg.get("duplicate_window")
+    if window is not None and max_age and window > max_age:
+        raise CatalogError(where, "duplicateWindow", f"{format_duration(window)} is longer than maxAge "
+                                                     f"{format_duration(max_age)}")
+    return cfg
+
+
+def stream_declaration(config: Mapping[str, Any]) -> dict:
+    """A server's stream config as a declaration (camelCase, CLI units): what `refresh` records."""
+    return _from_wire(config, STREAM_FIELDS)
+
+
+# ---------------------------------------------------------------- consumers
+
+def consumer_wire_config(stream: str, name: str, decl: Mapping[str, Any], *,
+                         stream_subjects: list[str] | None = None, max_replicas: int = 1) -> dict:
+    """The JetStream API config for a consumer declaration; raises CatalogError naming the key.
+
+    Unset ackPolicy is `explicit`, as `nats consumer add --defaults` makes it."""
+    where = consumer_where(stream, name)
+    problem = name_problem(name)
+    if problem:
+        raise CatalogError(where, None, f"the name {problem}")
+    cfg = _to_wire(decl, _CONSUMER_BY_CAMEL, where, ())
+    cfg = {"durable_name": name, "ack_policy": "explicit", **cfg}
+    push = "deliver_subject" in cfg
+    for key in (PULL_ONLY if push else PUSH_ONLY):
+        if key in decl:
+            raise CatalogError(where, key, f"applies to {'pull' if push else 'push'} consumers only; this one is "
+                                           f"{'push (it has a deliverSubject)' if push else 'pull (no deliverSubject)'}")
+    if "filter_subject" in cfg and "filter_subjects" in cfg:
+        raise CatalogError(where, "filterSubjects", "give filterSubject or filterSubjects, not both")
+    policy = cfg.get("deliver_policy")
+    if policy is None:
+        if "opt_start_time" in cfg:
+            policy = cfg["deliver_policy"] = "by_start_time"
+        elif "opt_start_seq" in cfg:
+            policy = cfg["deliver_policy"] = "by_start_sequence"
+    if policy == "by_start_time" and "opt_start_time" not in cfg:
+        raise CatalogError(where, "optStartTime", "deliverPolicy by_start_time needs optStartTime "
+                                                  "(e.g. 2025-07-15T10:00:00Z)")
+    if policy == "by_start_sequence" and "opt_start_seq" not in cfg:
+        raise CatalogError(where, "optStartSeq", "deliverPolicy by_start_sequence needs optStartSeq")
+    if "opt_start_time" in cfg and policy != "by_start_time":
+        raise CatalogError(where, "optStartTime", f"only applies with deliverPolicy by_start_time, not {policy}")
+    if "opt_start_seq" in cfg and policy != "by_start_sequence":
+        raise CatalogError(where, "optStartSeq", f"only applies with deliverPolicy by_start_sequence, not {policy}")
+    backoff = cfg.get("backoff")
+    if backoff:
+        if cfg["ack_policy"] == "none":
+            raise CatalogError(where, "backoff", "redelivery backoff needs acks; set ackPolicy explicit or all")
+        max_deliver = cfg.get("max_deliver", -1)
+        if max_deliver != -1 and len(backoff) > max_deliver:
+            raise CatalogError(where, "backoff", f"has {len(backoff)} steps but maxDeliver is {max_deliver}; a "
+                                                 "message is redelivered at most maxDeliver times")
+        if "ack_wait" in cfg and cfg["ack_wait"] != backoff[0]:
+            raise CatalogError(where, "ackWait", "with backoff, the first backoff step is the ack wait; leave "
+                                                 "ackWait out or make it equal backoff[0]")
+        cfg["ack_wait"] = backoff[0]
+    if cfg.get("flow_control") and not cfg.get("idle_heartbeat"):
+        raise CatalogError(where, "flowControl", "needs idleHeartbeat (e.g. 5s)")
+    if cfg.get("deliver_group") and cfg.get("flow_control"):
+        raise CatalogError(where, "flowControl", "cannot be used with a deliverGroup (queue push consumer)")
+    if cfg.get("num_replicas", 0) > max_replicas:
+        raise CatalogError(where, "replicas", f"{cfg['num_replicas']} is more than the stream's or deployment's "
+                                              f"{max_replicas}")
+    filters = cfg.get("filter_subjects") or ([cfg["filter_subject"]] if "filter_subject" in cfg else [])
+    if stream_subjects:
+        for f in filters:
+            if not any(subject_is_subset(f, s) for s in stream_subjects):
+                raise CatalogError(where, "filterSubjects" if "filter_subjects" in cfg else "filterSubject",
+                                   f"{f!r} is outside the stream's subjects {stream_subjects}; the consumer "
+                                   "would never receive anything")
+    return cfg
+
+
+def consumer_declaration(config: Mapping[str, Any]) -> dict:
+    return _from_wire(config, CONSUMER_FIELDS)
+
+
+# ---------------------------------------------------------------- the whole catalog
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    stream: str
+    name: str
+    declaration: dict
+    config: dict
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    declaration: dict          # as written, without `consumers`
+    config: dict               # JetStream API form
+    allow_data_loss: bool
+    protect: bool
+    consumers: tuple[ConsumerSpec, ...] = field(default=())
+
+
+def load_catalog(streams: Any, *, max_replicas: int = 1) -> tuple[StreamSpec, ...]:
+    """Validate the `streams` stack config key (a map of stream name -> declaration) as a whole."""
+    if streams is None:
+        return ()
+    if not isinstance(streams, Mapping):
+        raise CatalogError("homelab-nats:streams", None, "expected a map of stream names to settings")
+    specs = []
+    for name, decl in streams.items():
+        cfg = stream_wire_config(name, decl or {}, max_replicas=max_replicas)
+        consumers_decl = (decl or {}).get("consumers") or {}
+        if not isinstance(consumers_decl, Mapping):
+            raise CatalogError(stream_where(name), "consumers", "expected a map of consumer names to settings")
+        replicas = min(cfg.get("num_replicas", 1), max_replicas)
+        consumers = tuple(
+            ConsumerSpec(name, cname, dict(cdecl or {}),
+                         consumer_wire_config(name, cname, cdecl or {}, stream_subjects=cfg.get("subjects"),
+                                              max_replicas=replicas))
+            for cname, cdecl in consumers_decl.items())
+        specs.append(StreamSpec(name, {k: v for k, v in decl.items() if k != "consumers"}, cfg,
+                                bool(decl.get("allowDataLoss", False)), bool(decl.get("protect", False)), consumers))
+    for i, a in enumerate(specs):
+        for b in specs[i + 1:]:
+            for sa in a.config.get("subjects", []):
+                for sb in b.config.get("subjects", []):
+                    if subjects_overlap(sa, sb):
+                        raise CatalogError(stream_where(b.name), "subjects",
+                                           f"{sb!r} overlaps {sa!r} of stream {a.name!r}; the server refuses "
+                                           "two streams capturing the same subject")
+    return tuple(specs)

@@ -1,0 +1,105 @@
+"""Where the provider connects: the NATS URL and credentials, from stack config and environment.
+
+Precedence for the URL: the `NATS_URL` environment variable (for `kubectl port-forward` users),
+then `homelab-nats:natsUrl`, then the load balancer's external URL. Credentials come only from
+stack config secrets and are read in the provider's `configure`, never from resource inputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from components.settings import SettingsError, config_key, load_settings
+from streams.units import UnitError, parse_duration
+
+DEFAULT_READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    url: str | None
+    url_source: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    credentials: str | None = field(default=None, repr=False)   # a .creds path, or its contents
+    nkey_seed: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+
+    def require_url(self) -> str:
+        if not self.url:
+            raise SettingsError(
+                "no NATS URL to manage streams with: the load balancer is off. Set "
+                f"{config_key('natsUrl')} or the NATS_URL environment variable (e.g. `kubectl port-forward -n nats "
+                "svc/nats 4222` and NATS_URL=nats://127.0.0.1:4222)")
+        return self.url
+
+    def connect_options(self) -> dict:
+        """Keyword arguments for nats.connect (credentials included: never log this)."""
+        opts: dict[str, Any] = {}
+        if self.user:
+            opts["user"], opts["password"] = self.user, self.password or ""
+        if self.token:
+            opts["token"] = self.token
+        if self.credentials:
+            if "BEGIN NATS USER JWT" in self.credentials:
+                from nats.aio.client import RawCredentials
+                opts["user_credentials"] = RawCredentials(self.credentials)
+            else:
+                opts["user_credentials"] = self.credentials
+        if self.nkey_seed:
+            opts["nkeys_seed_str"] = self.nkey_seed
+        if self.tls_ca or self.tls_cert:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            opts["tls"] = ctx
+        return opts
+
+
+def connection_from_config(get: Callable[[str], Any], environ: dict | None = None) -> ConnectionSettings:
+    """Build the connection from a config getter (unprefixed key -> value or JSON text)."""
+    env = os.environ if environ is None else environ
+
+    def value(key):
+        raw = get(key)
+        if isinstance(raw, str):
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return raw
+        return raw
+
+    tls = value("natsTls") or {}
+    if not isinstance(tls, dict) or set(tls) - {"ca", "cert", "key"}:
+        raise SettingsError(f"{config_key('natsTls')}: expected {{ca, cert, key}} file paths, got {tls!r}")
+    if bool(tls.get("cert")) != bool(tls.get("key")):
+        raise SettingsError(f"{config_key('natsTls')}: cert and key go together")
+    timeout = value("natsReadyTimeout")
+    try:
+        ready = parse_duration(timeout) / 1e9 if timeout is not None else DEFAULT_READY_TIMEOUT
+    except UnitError as exc:
+        raise SettingsError(f"{config_key('natsReadyTimeout')}: {exc}") from None
+    if env.get("NATS_URL"):
+        url, source = env["NATS_URL"], "the NATS_URL environment variable"
+    elif value("natsUrl"):
+        url, source = str(value("natsUrl")), config_key("natsUrl")
+    else:
+        settings = load_settings({k: v for k in ("loadBalancer", "ports") if (v := value(k)) is not None})
+        lb = settings.load_balancer
+        url = f"nats://{lb.ip}:{settings.ports.client}" if lb.enabled else None
+        source = f"the load balancer address ({config_key('loadBalancer.ip')})"
+    password, token = value("natsPassword"), value("natsToken")
+    if value("natsUser") and token:
+        raise SettingsError(f"{config_key('natsToken')}: give a user and password or a token, not both")
+    return ConnectionSettings(
+        url=url, url_source=source, user=value("natsUser"), password=None if password is None else str(password),
+        token=None if token is None else str(token), credentials=value("natsCredentials"),
+        nkey_seed=value("natsNkeySeed"), tls_ca=tls.get("ca"), tls_cert=tls.get("cert"), tls_key=tls.get("key"),
+        ready_timeout=ready)

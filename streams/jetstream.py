@@ -1,0 +1,207 @@
+"""The thin JetStream client: the JSON API over one nats-py connection, nothing else.
+
+nats-py's dataclasses drop fields they do not know, so configs travel as plain JSON dicts here
+(full fidelity). Create and update requests ask for pedantic mode: the server then refuses a config
+rather than silently adjusting it, so what is declared is what runs.
+
+The provider's gRPC worker threads share one client per connection setting: a private event loop on
+a daemon thread owns the connection, and callers submit coroutines to it (`JetStreamClient.run`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+import nats
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+
+from streams.connection import ConnectionSettings
+
+T = TypeVar("T")
+
+STREAM_NOT_FOUND = 10059
+CONSUMER_NOT_FOUND = 10014
+REQUEST_TIMEOUT = 10.0
+
+
+class JetStreamApiError(RuntimeError):
+    """The server answered a JetStream API request with an error."""
+
+    def __init__(self, subject: str, error: dict):
+        self.code = error.get("code")
+        self.err_code = error.get("err_code")
+        self.description = error.get("description", "")
+        super().__init__(f"{self.description} (JetStream error {self.err_code}, {subject})")
+
+
+class NatsUnavailable(RuntimeError):
+    """NATS or JetStream could not be reached within the ready timeout."""
+
+
+class JetStreamClient:
+    def __init__(self, settings: ConnectionSettings):
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="jetstream-client", daemon=True)
+        self._thread.start()
+        self._nc = None
+        self._connect_lock: asyncio.Lock | None = None
+
+    # -- running coroutines from any thread
+    def run(self, fn: Callable[["JetStreamClient"], Awaitable[T]]) -> T:
+        return asyncio.run_coroutine_threadsafe(fn(self), self._loop).result()
+
+    def close(self) -> None:
+        async def _close():
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+        try:
+            asyncio.run_coroutine_threadsafe(_close(), self._loop).result(timeout=5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    # -- connection
+    def _unavailable(self, what: str, last: BaseException | None) -> NatsUnavailable:
+        s = self.settings
+        return NatsUnavailable(
+            f"{what} at {s.url} (from {s.url_source}) within {s.ready_timeout:g}s"
+            f"{f' (last error: {type(last).__name__}: {last})' if last else ''}. If the server is not reachable "
+            "from here, forward it (`kubectl port-forward -n nats svc/nats 4222`) and set NATS_URL="
+            "nats://127.0.0.1:4222, or set homelab-nats:natsUrl")
+
+    async def _connection(self, deadline: float):
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._nc is not None and not self._nc.is_closed:
+                return self._nc
+            url = self.settings.require_url()
+            last: BaseException | None = None
+            delay = 0.1
+            while time.monotonic() < deadline:
+                try:
+                    self._nc = await nats.connect(
+                        url, connect_timeout=max(0.5, min(2.0, deadline - time.monotonic())),
+                        allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                        name="homelab-nats provider", **self.settings.connect_options())
+                    return self._nc
+                except Exception as exc:  # connection refused, DNS, TLS, auth: retried until the deadline
+                    last = exc
+                    if "Authorization" in str(exc):
+                        break
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+            raise self._unavailable("could not connect to NATS", last)
+
+    async def request(self, subject: str, body: dict | None = None, *, retry_until_ready: bool = True) -> dict:
+        """One JetStream API request; retried while JetStream is not yet answering (fresh deploy, restart)."""
+        deadline = time.monotonic() + self.settings.ready_timeout
+        payload = json.dumps(body).encode() if body is not None else b""
+        last: BaseException | None = None
+        delay = 0.1
+        while True:
+            nc = await self._connection(deadline)
+            try:
+                msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
+                data = json.loads(msg.data) if msg.data else {}
+                if "error" in data:
+                    raise JetStreamApiError(subject, data["error"])
+                return data
+            except (NoRespondersError, NatsTimeoutError, NatsError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, JetStreamApiError):
+                    raise
+                last = exc
+            if not retry_until_ready or time.monotonic() >= deadline:
+                raise self._unavailable("JetStream did not answer", last)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # -- streams
+    async def stream_info(self, name: str) -> dict | None:
+        try:
+            return await self.request(f"$JS.API.STREAM.INFO.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                return None
+            raise
+
+    async def create_stream(self, config: dict) -> dict:
+        return await self.request(f"$JS.API.STREAM.CREATE.{config['name']}", {**config, "pedantic": True})
+
+    async def update_stream(self, config: dict) -> dict:
+        return await self.request(f"$JS.API.STREAM.UPDATE.{config['name']}", {**config, "pedantic": True})
+
+    async def delete_stream(self, name: str) -> bool:
+        try:
+            await self.request(f"$JS.API.STREAM.DELETE.{name}")
+            return True
+        except JetStreamApiError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                return False
+            raise
+
+    async def stream_names(self) -> list[str]:
+        names, offset = [], 0
+        while True:
+            page = await self.request("$JS.API.STREAM.NAMES", {"offset": offset})
+            batch = page.get("streams") or []
+            names += batch
+            offset += len(batch)
+            if not batch or offset >= page.get("total", 0):
+                return names
+
+    # -- consumers
+    async def consumer_info(self, stream: str, name: str) -> dict | None:
+        try:
+            return await self.request(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+                return None
+            raise
+
+    async def consumer_names(self, stream: str) -> list[str]:
+        page = await self.request(f"$JS.API.CONSUMER.NAMES.{stream}", {"offset": 0})
+        return page.get("consumers") or []
+
+    async def put_consumer(self, stream: str, config: dict, action: str = "") -> dict:
+        """action: "create" (fails if it exists differently), "update" (fails if missing), "" (either)."""
+        name = config["durable_name"]
+        body: dict[str, Any] = {"stream_name": stream, "config": config, "pedantic": True}
+        if action:
+            body["action"] = action
+        return await self.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body)
+
+    async def delete_consumer(self, stream: str, name: str) -> bool:
+        try:
+            await self.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+            return True
+        except JetStreamApiError as exc:
+            if exc.err_code in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+                return False
+            raise
+
+
+_CLIENTS: dict[ConnectionSettings, JetStreamClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def client_for(settings: ConnectionSettings) -> JetStreamClient:
+    """The shared client for these settings (one connection per provider process)."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(settings)
+        if client is None:
+            client = _CLIENTS[settings] = JetStreamClient(settings)
+        return client
+
+
+def close_all_clients() -> None:
+    with _CLIENTS_LOCK:
+        clients = list(_CLIENTS.values())
+        _CLIENTS.clear()
+    for client in clients:
+        client.close()

@@ -1,0 +1,142 @@
+"""Where the replace rules live: a pure function from (current, desired) JetStream configs to a plan.
+
+No network. Both sides are normalized first (server defaults filled in, `_nats.*` and this tool's
+metadata dropped, numbers as integers, times canonical), so server-filled defaults never show as
+changes. The rules follow nats-server 2.15 (checked field by field in tests/test_provider_server.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from streams.catalog import MANAGED_BY_KEY, canonical_time
+
+SECOND = 10**9
+_EMPTY = (None, "", [], {}, False)
+
+STREAM_DEFAULTS = {
+    "retention": "limits", "max_consumers": -1, "max_msgs": -1, "max_bytes": -1, "max_age": 0,
+    "max_msgs_per_subject": -1, "max_msg_size": -1, "discard": "old", "storage": "file", "num_replicas": 1,
+    "compression": "none", "first_seq": 0,
+}
+CONSUMER_DEFAULTS = {"deliver_policy": "all", "ack_policy": "none", "max_deliver": -1, "replay_policy": "instant",
+                     "num_replicas": 0}
+
+
+def _canonical(value: Any, key: str = "") -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        if isinstance(value, str) and key.endswith("opt_start_time"):
+            return canonical_time(value)
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # protobuf Structs carry every number as a double
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if key == "metadata" and (k.startswith("_nats.") or k == MANAGED_BY_KEY):
+                continue
+            v = _canonical(v, k)
+            if v not in _EMPTY and v != 0:
+                out[k] = v
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, key) for v in value]
+    return value
+
+
+def normalize_stream(config: Mapping[str, Any]) -> dict:
+    """A stream config with the server's defaults filled in and noise removed."""
+    cfg = _canonical(dict(config))
+    out = {**STREAM_DEFAULTS, **cfg}
+    if "subjects" not in out and "mirror" not in out and "sources" not in out:
+        out["subjects"] = [out["name"]]
+    if "duplicate_window" not in out:
+        out["duplicate_window"] = min(120 * SECOND, out["max_age"]) if out["max_age"] else 120 * SECOND
+    return out
+
+
+def normalize_consumer(config: Mapping[str, Any], *, stream_max_ack_pending: int | None = None) -> dict:
+    """A consumer config with the server's defaults filled in and noise removed."""
+    cfg = _canonical(dict(config))
+    out = {**CONSUMER_DEFAULTS, **cfg}
+    if out.get("durable_name"):
+        out["name"] = out["durable_name"]
+    pull = not out.get("deliver_subject")
+    if out["ack_policy"] != "none":
+        out.setdefault("ack_wait", out["backoff"][0] if out.get("backoff") else 30 * SECOND)
+        out.setdefault("max_ack_pending", stream_max_ack_pending or 1000)
+    elif "ack_wait" not in out:
+        out["ack_wait"] = 30 * SECOND
+    if pull:
+        out.setdefault("max_waiting", 512)
+    if "sample_freq" in out:
+        out["sample_freq"] = str(out["sample_freq"]).rstrip("%") + "%"
+    if out.get("filter_subjects") and len(out["filter_subjects"]) == 1 and not out.get("filter_subject"):
+        out["filter_subject"] = out.pop("filter_subjects")[0]  # the server stores one filter singly
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str                           # "none" | "update" | "replace"
+    changed: tuple[str, ...] = ()         # wire keys that differ
+    replace_reasons: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> bool:
+        return self.action != "none"
+
+
+def _changed(current: dict, desired: dict) -> tuple[str, ...]:
+    return tuple(sorted(k for k in set(current) | set(desired) if current.get(k) != desired.get(k)))
+
+
+def _stream_replace_reasons(cur: dict, new: dict) -> list[str]:
+    reasons = []
+    if cur.get("name") != new.get("name"):
+        reasons.append("name: a stream cannot be renamed")
+    if cur["storage"] != new["storage"]:
+        reasons.append(f"storage: {cur['storage']} -> {new['storage']} cannot change in place")
+    if cur["retention"] != new["retention"] and "workqueue" in (cur["retention"], new["retention"]):
+        reasons.append(f"retention: {cur['retention']} -> {new['retention']} (to or from workqueue) cannot change "
+                       "in place")
+    for flag, what in (("deny_delete", "denyDelete"), ("deny_purge", "denyPurge"), ("sealed", "sealed"),
+                       ("allow_msg_ttl", "allowMsgTtl"), ("allow_msg_schedules", "allowMsgSchedules")):
+        if cur.get(flag) and not new.get(flag):
+            reasons.append(f"{what}: true -> false is refused by the server")
+    for key, what in (("mirror", "mirror"), ("allow_msg_counter", "allowMsgCounter"), ("persist_mode", "persistMode")):
+        if cur.get(key) != new.get(key):
+            reasons.append(f"{what}: cannot change after creation")
+    return reasons
+
+
+def plan_stream_change(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Plan:
+    cur, new = normalize_stream(current), normalize_stream(desired)
+    changed = _changed(cur, new)
+    if not changed:
+        return Plan("none")
+    reasons = _stream_replace_reasons(cur, new)
+    return Plan("replace" if reasons else "update", changed, tuple(reasons))
+
+
+_CONSUMER_IMMUTABLE = (("deliver_policy", "deliverPolicy"), ("opt_start_seq", "optStartSeq"),
+                       ("opt_start_time", "optStartTime"), ("ack_policy", "ackPolicy"),
+                       ("replay_policy", "replayPolicy"), ("mem_storage", "memStorage"),
+                       ("idle_heartbeat", "idleHeartbeat"), ("flow_control", "flowControl"),
+                       ("max_waiting", "maxWaiting"))
+
+
+def plan_consumer_change(current: Mapping[str, Any], desired: Mapping[str, Any], *,
+                         stream_max_ack_pending: int | None = None) -> Plan:
+    cur = normalize_consumer(current, stream_max_ack_pending=stream_max_ack_pending)
+    new = normalize_consumer(desired, stream_max_ack_pending=stream_max_ack_pending)
+    changed = _changed(cur, new)
+    if not changed:
+        return Plan("none")
+    reasons = [f"{what}: cannot change after creation" for key, what in _CONSUMER_IMMUTABLE
+               if cur.get(key) != new.get(key)]
+    if cur.get("durable_name") != new.get("durable_name"):
+        reasons.append("name: a consumer cannot be renamed")
+    if bool(cur.get("deliver_subject")) != bool(new.get("deliver_subject")):
+        reasons.append("deliverSubject: a consumer cannot switch between pull and push")
+    return Plan("replace" if reasons else "update", changed, tuple(dict.fromkeys(reasons)))

@@ -1,0 +1,54 @@
+"""`Stream` and `Consumer`: JetStream objects as Pulumi resources (type tokens
+`pulumi-python:dynamic/nats:Stream` and `.../nats:Consumer`), built from the validated catalog."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pulumi
+from pulumi.dynamic import Resource
+
+from streams.catalog import ConsumerSpec, StreamSpec
+from streams.provider import ConsumerProvider, StreamProvider
+
+
+class Stream(Resource, module="nats", name="Stream"):
+    """A JetStream stream. Outputs: `created` (the server's creation time, a stable identity) and
+    `config` (the applied config, server defaults included)."""
+    created: pulumi.Output[str]
+    config: pulumi.Output[dict]
+
+    def __init__(self, resource_name: str, spec: StreamSpec, *, jetstream_servers: int,
+                 opts: pulumi.ResourceOptions | None = None):
+        props = {"name": spec.name, **{k: v for k, v in spec.declaration.items() if k != "protect"},
+                 "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers,
+                 "created": None, "config": None}
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect))
+        super().__init__(StreamProvider(), resource_name, props, opts)
+
+
+class Consumer(Resource, module="nats", name="Consumer"):
+    """A durable JetStream consumer. Output: `config` (the applied config, server defaults included)."""
+    config: pulumi.Output[dict]
+
+    def __init__(self, resource_name: str, spec: ConsumerSpec, stream: Stream, *, stream_subjects: Sequence[str],
+                 stream_replicas: int, opts: pulumi.ResourceOptions | None = None):
+        props = {"stream": spec.stream, "name": spec.name, **spec.declaration,
+                 "streamSubjects": list(stream_subjects), "streamReplicas": stream_replicas, "config": None}
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[stream]))
+        super().__init__(ConsumerProvider(), resource_name, props, opts)
+
+
+def declare_catalog(specs: Sequence[StreamSpec], *, jetstream_servers: int,
+                    depends_on: Sequence[pulumi.Resource] = ()) -> dict[str, Stream]:
+    """One Stream per spec and one Consumer per consumer, each waiting for the deployment to be ready."""
+    streams = {}
+    for spec in specs:
+        stream = Stream(f"stream-{spec.name}", spec, jetstream_servers=jetstream_servers,
+                        opts=pulumi.ResourceOptions(depends_on=list(depends_on)))
+        streams[spec.name] = stream
+        for consumer in spec.consumers:
+            Consumer(f"consumer-{spec.name}-{consumer.name}", consumer, stream,
+                     stream_subjects=spec.config.get("subjects") or [],
+                     stream_replicas=min(spec.config.get("num_replicas", 1), jetstream_servers),
+                     opts=pulumi.ResourceOptions(depends_on=list(depends_on)))
+    return streams
