@@ -85,10 +85,12 @@ class JetStreamClient:
             delay = 0.1
             while time.monotonic() < deadline:
                 try:
-                    self._nc = await nats.connect(
+                    # nats-py keeps retrying the first connect when reconnects are unlimited: bound it here.
+                    self._nc = await asyncio.wait_for(nats.connect(
                         url, connect_timeout=max(0.5, min(2.0, deadline - time.monotonic())),
                         allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                        name="homelab-nats provider", **self.settings.connect_options())
+                        name="homelab-nats provider", **self.settings.connect_options()),
+                        timeout=max(0.1, deadline - time.monotonic()))
                     return self._nc
                 except Exception as exc:  # connection refused, DNS, TLS, auth: retried until the deadline
                     last = exc

@@ -11,6 +11,19 @@ from streams.catalog import ConsumerSpec, StreamSpec
 from streams.provider import ConsumerProvider, StreamProvider
 
 
+def stream_props(spec: StreamSpec, *, jetstream_servers: int) -> dict:
+    """The Stream resource's inputs: the declaration as written, plus the provider's context."""
+    return {"name": spec.name, **{k: v for k, v in spec.declaration.items() if k != "protect"},
+            "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers}
+
+
+def consumer_props(spec: ConsumerSpec, *, stream_subjects: Sequence[str], stream_replicas: int) -> dict:
+    """The Consumer resource's inputs: the declaration as written, plus its stream's subjects and
+    replicas (context for validation; never a change by themselves)."""
+    return {"stream": spec.stream, "name": spec.name, **spec.declaration, "streamSubjects": list(stream_subjects),
+            "streamReplicas": stream_replicas}
+
+
 class Stream(Resource, module="nats", name="Stream"):
     """A JetStream stream. Outputs: `created` (the server's creation time, a stable identity) and
     `config` (the applied config, server defaults included)."""
@@ -19,9 +32,7 @@ class Stream(Resource, module="nats", name="Stream"):
 
     def __init__(self, resource_name: str, spec: StreamSpec, *, jetstream_servers: int,
                  opts: pulumi.ResourceOptions | None = None):
-        props = {"name": spec.name, **{k: v for k, v in spec.declaration.items() if k != "protect"},
-                 "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers,
-                 "created": None, "config": None}
+        props = {**stream_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None}
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect))
         super().__init__(StreamProvider(), resource_name, props, opts)
 
@@ -32,8 +43,8 @@ class Consumer(Resource, module="nats", name="Consumer"):
 
     def __init__(self, resource_name: str, spec: ConsumerSpec, stream: Stream, *, stream_subjects: Sequence[str],
                  stream_replicas: int, opts: pulumi.ResourceOptions | None = None):
-        props = {"stream": spec.stream, "name": spec.name, **spec.declaration,
-                 "streamSubjects": list(stream_subjects), "streamReplicas": stream_replicas, "config": None}
+        props = {**consumer_props(spec, stream_subjects=stream_subjects, stream_replicas=stream_replicas),
+                 "config": None}
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[stream]))
         super().__init__(ConsumerProvider(), resource_name, props, opts)
 
