@@ -81,6 +81,7 @@ class Plan:
     action: str                           # "none" | "update" | "replace"
     changed: tuple[str, ...] = ()         # wire keys that differ
     replace_reasons: tuple[str, ...] = ()
+    replace_keys: tuple[str, ...] = ()    # wire keys the server cannot change in place
 
     @property
     def changes(self) -> bool:
@@ -91,32 +92,38 @@ def _changed(current: dict, desired: dict) -> tuple[str, ...]:
     return tuple(sorted(k for k in set(current) | set(desired) if current.get(k) != desired.get(k)))
 
 
-def _stream_replace_reasons(cur: dict, new: dict) -> list[str]:
+def _stream_replace_reasons(cur: dict, new: dict) -> list[tuple[str, str]]:
     reasons = []
     if cur.get("name") != new.get("name"):
-        reasons.append("name: a stream cannot be renamed")
+        reasons.append(("name", "name: a stream cannot be renamed"))
     if cur["storage"] != new["storage"]:
-        reasons.append(f"storage: {cur['storage']} -> {new['storage']} cannot change in place")
+        reasons.append(("storage", f"storage: {cur['storage']} -> {new['storage']} cannot change in place"))
     if cur["retention"] != new["retention"] and "workqueue" in (cur["retention"], new["retention"]):
-        reasons.append(f"retention: {cur['retention']} -> {new['retention']} (to or from workqueue) cannot change "
-                       "in place")
+        reasons.append(("retention", f"retention: {cur['retention']} -> {new['retention']} (to or from workqueue) "
+                                     "cannot change in place"))
     for flag, what in (("deny_delete", "denyDelete"), ("deny_purge", "denyPurge"), ("sealed", "sealed"),
                        ("allow_msg_ttl", "allowMsgTtl"), ("allow_msg_schedules", "allowMsgSchedules")):
         if cur.get(flag) and not new.get(flag):
-            reasons.append(f"{what}: true -> false is refused by the server")
+            reasons.append((flag, f"{what}: true -> false is refused by the server"))
     for key, what in (("mirror", "mirror"), ("allow_msg_counter", "allowMsgCounter"), ("persist_mode", "persistMode")):
         if cur.get(key) != new.get(key):
-            reasons.append(f"{what}: cannot change after creation")
+            reasons.append((key, f"{what}: cannot change after creation"))
     return reasons
+
+
+def _plan(changed: tuple[str, ...], reasons: list[tuple[str, str]]) -> Plan:
+    if not changed:
+        return Plan("none")
+    if not reasons:
+        return Plan("update", changed)
+    keys = tuple(dict.fromkeys(k for k, _ in reasons))
+    return Plan("replace", changed, tuple(dict.fromkeys(r for _, r in reasons)), keys)
 
 
 def plan_stream_change(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Plan:
     cur, new = normalize_stream(current), normalize_stream(desired)
     changed = _changed(cur, new)
-    if not changed:
-        return Plan("none")
-    reasons = _stream_replace_reasons(cur, new)
-    return Plan("replace" if reasons else "update", changed, tuple(reasons))
+    return _plan(changed, _stream_replace_reasons(cur, new) if changed else [])
 
 
 _CONSUMER_IMMUTABLE = (("deliver_policy", "deliverPolicy"), ("opt_start_seq", "optStartSeq"),
@@ -131,12 +138,10 @@ def plan_consumer_change(current: Mapping[str, Any], desired: Mapping[str, Any],
     cur = normalize_consumer(current, stream_max_ack_pending=stream_max_ack_pending)
     new = normalize_consumer(desired, stream_max_ack_pending=stream_max_ack_pending)
     changed = _changed(cur, new)
-    if not changed:
-        return Plan("none")
-    reasons = [f"{what}: cannot change after creation" for key, what in _CONSUMER_IMMUTABLE
+    reasons = [(key, f"{what}: cannot change after creation") for key, what in _CONSUMER_IMMUTABLE
                if cur.get(key) != new.get(key)]
     if cur.get("durable_name") != new.get("durable_name"):
-        reasons.append("name: a consumer cannot be renamed")
+        reasons.append(("durable_name", "name: a consumer cannot be renamed"))
     if bool(cur.get("deliver_subject")) != bool(new.get("deliver_subject")):
-        reasons.append("deliverSubject: a consumer cannot switch between pull and push")
-    return Plan("replace" if reasons else "update", changed, tuple(dict.fromkeys(reasons)))
+        reasons.append(("deliver_subject", "deliverSubject: a consumer cannot switch between pull and push"))
+    return _plan(changed, reasons)

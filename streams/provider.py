@@ -116,7 +116,7 @@ class StreamProvider(_JetStreamProvider):
                               delete_before_replace=False)
         plan = plan_stream_change(self._wire(olds), self._wire(news))
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
-        replaces = [_camel(STREAM_FIELDS, k) for k in plan.changed] if plan.action == "replace" else []
+        replaces = [_camel(STREAM_FIELDS, k) for k in plan.replace_keys]
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
 
     # ------------------------------------------------------------ online
@@ -238,7 +238,7 @@ class ConsumerProvider(_JetStreamProvider):
         if any(_has_unknown(news.get(k)) for k in CONSUMER_KEYS):
             return DiffResult(changes=True, replaces=[], delete_before_replace=True)
         plan = plan_consumer_change(self._wire(olds), self._wire(news))
-        replaces = [_camel(CONSUMER_FIELDS, k) for k in plan.changed] if plan.action == "replace" else []
+        replaces = [_camel(CONSUMER_FIELDS, k) for k in plan.replace_keys]
         return DiffResult(changes=plan.changes, replaces=replaces, delete_before_replace=True)
 
     def create(self, props: dict) -> CreateResult:

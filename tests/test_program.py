@@ -159,3 +159,25 @@ def test_typo_in_a_top_level_key_fails():
     config = {**stack_config("homelab"), "homelab-nats:jetStream": json.dumps({"fileStore": "20Gi"})}
     with pytest.raises(SettingsError, match="homelab-nats:jetStream"):
         run_program(config)
+
+
+def test_streams_and_consumers_are_resources(homelab):
+    streams = {r.inputs["name"]: r for r in homelab.of_type("pulumi-python:dynamic/nats:Stream")}
+    assert set(streams) == {"iot-sensors", "app-logs", "events", "sensors", "analytics"}
+    consumers = {(r.inputs["stream"], r.inputs["name"]) for r in homelab.of_type("pulumi-python:dynamic/nats:Consumer")}
+    assert consumers == {("iot-sensors", "processor"), ("iot-sensors", "replay"), ("iot-sensors", "last-100"),
+                         ("sensors", "analytics")}
+    iot = streams["iot-sensors"].inputs
+    assert (iot["maxAge"], iot["storage"], iot["allowDataLoss"]) == ("24h", "file", False)
+    # The provider is pickled by reference to its module (not by value), so the provider process can import it.
+    import base64
+    pickled = base64.b64decode(iot["__provider"])
+    assert b"streams.provider" in pickled and len(pickled) < 2000
+
+
+def test_bad_stream_declaration_fails_the_program():
+    from streams.catalog import CatalogError
+    config = {**stack_config("homelab"), **encode_config({"homelab-nats:streams": {
+        "iot-sensors": {"subjects": ["sensors.>"], "maxAge": "24x"}}})}
+    with pytest.raises(CatalogError, match=r"stream 'iot-sensors': maxAge: '24x' is not a duration"):
+        run_program(config)

@@ -1,0 +1,181 @@
+"""The providers driven exactly as the engine drives them: `python -m pulumi.dynamic` in its own
+process, called over gRPC with properties serialized by the SDK (numbers become doubles there) and
+the provider pickled into `__provider` as the SDK does it."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import grpc
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.runtime import rpc
+from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+from components.local_server import free_port
+from streams.provider import ConsumerProvider, StreamProvider
+from tests.provider_harness import RawJetStream, consumer_inputs, stream_inputs
+from tests.pulumi_harness import ROOT
+
+PROJECT = "homelab-nats"
+STREAM_URN = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:Stream::stream-x"
+CONSUMER_URN = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:Consumer::consumer-x"
+
+
+def _struct(props: dict):
+    return asyncio.run(rpc.serialize_properties(props, {}))
+
+
+def _dict(struct) -> dict:
+    return rpc.deserialize_properties(struct)
+
+
+class EngineSide:
+    """What the Pulumi engine sends to the dynamic provider plugin."""
+
+    def __init__(self, port: int):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
+
+    def configure(self, config: dict):
+        return self.stub.Configure(provider_pb2.ConfigureRequest(args=_struct(config), acceptSecrets=True))
+
+    def check(self, urn, olds, news):
+        r = self.stub.Check(provider_pb2.CheckRequest(urn=urn, olds=_struct(olds), news=_struct(news)))
+        return _dict(r.inputs), [(f.property, f.reason) for f in r.failures]
+
+    def diff(self, urn, id_, olds, news):
+        return self.stub.Diff(provider_pb2.DiffRequest(urn=urn, id=id_, olds=_struct(olds), news=_struct(news)))
+
+    def create(self, urn, props):
+        r = self.stub.Create(provider_pb2.CreateRequest(urn=urn, properties=_struct(props)))
+        return r.id, _dict(r.properties)
+
+    def read(self, urn, id_, props):
+        r = self.stub.Read(provider_pb2.ReadRequest(urn=urn, id=id_, properties=_struct(props)))
+        return r.id, _dict(r.properties), _dict(r.inputs)
+
+    def update(self, urn, id_, olds, news):
+        r = self.stub.Update(provider_pb2.UpdateRequest(urn=urn, id=id_, olds=_struct(olds), news=_struct(news)))
+        return _dict(r.properties)
+
+    def delete(self, urn, id_, props):
+        self.stub.Delete(provider_pb2.DeleteRequest(urn=urn, id=id_, properties=_struct(props)))
+
+
+@pytest.fixture
+def engine():
+    env = {**os.environ, "PULUMI_PROJECT": PROJECT}
+    env.pop("NATS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        port = int(proc.stdout.readline())
+        side = EngineSide(port)
+        yield side
+        side.channel.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def with_provider(props: dict, provider) -> dict:
+    return {**props, "__provider": serialize_provider(provider)}
+
+
+def test_full_lifecycle_over_grpc(engine, nats_server):
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    decl = {"subjects": ["sensors.>"], "storage": "file", "retention": "limits", "maxAge": "24h", "maxMsgs": -1,
+            "replicas": 1}
+    news = with_provider(stream_inputs("iot-sensors", decl), StreamProvider())
+    inputs, failures = engine.check(STREAM_URN, {}, news)
+    assert failures == []
+    id_, outs = engine.create(STREAM_URN, inputs)
+    assert id_ == "iot-sensors"
+    info = raw.stream("iot-sensors")["config"]
+    assert info["max_msgs"] == -1 and info["max_age"] == 24 * 3600 * 10**9  # -1.0 over the wire became -1
+    assert isinstance(outs["created"], str)
+    assert engine.diff(STREAM_URN, id_, outs, inputs).changes == provider_pb2.DiffResponse.DIFF_NONE
+    # refresh
+    rid, routs, rinputs = engine.read(STREAM_URN, id_, outs)
+    assert rid == id_ and rinputs["maxAge"] == "1d"
+    assert engine.diff(STREAM_URN, id_, routs, inputs).changes == provider_pb2.DiffResponse.DIFF_NONE
+    # in-place update
+    news2 = with_provider(stream_inputs("iot-sensors", {**decl, "maxAge": "48h"}), StreamProvider())
+    d = engine.diff(STREAM_URN, id_, routs, news2)
+    assert d.changes == provider_pb2.DiffResponse.DIFF_SOME and list(d.replaces) == []
+    outs2 = engine.update(STREAM_URN, id_, routs, news2)
+    assert raw.stream("iot-sensors")["config"]["max_age"] == 48 * 3600 * 10**9
+    # replacement is planned create-before-delete
+    news3 = with_provider(stream_inputs("iot-sensors", {**decl, "storage": "memory"}), StreamProvider())
+    d = engine.diff(STREAM_URN, id_, outs2, news3)
+    assert list(d.replaces) == ["storage"] and not d.deleteBeforeReplace
+    # consumer
+    cnews = with_provider(consumer_inputs("iot-sensors", decl, "processor", {
+        "filterSubject": "sensors.temperature.>", "ackPolicy": "explicit", "deliverPolicy": "all", "maxDeliver": 3}),
+        ConsumerProvider())
+    cinputs, failures = engine.check(CONSUMER_URN, {}, cnews)
+    assert failures == []
+    cid, couts = engine.create(CONSUMER_URN, cinputs)
+    assert cid == "iot-sensors/processor" and raw.consumer("iot-sensors", "processor")["config"]["max_deliver"] == 3
+    assert engine.diff(CONSUMER_URN, cid, couts, cinputs).changes == provider_pb2.DiffResponse.DIFF_NONE
+    engine.delete(CONSUMER_URN, cid, couts)
+    assert raw.consumer("iot-sensors", "processor")["error"]["err_code"] == 10014
+    engine.delete(STREAM_URN, id_, outs2)
+    assert raw.stream("iot-sensors")["error"]["err_code"] == 10059
+
+
+def test_check_rejects_bad_input_over_grpc(engine):
+    engine.configure({f"{PROJECT}:natsUrl": f"nats://127.0.0.1:{free_port()}"})
+    bad = with_provider({"name": "bad", "subjects": ["x.>"], "maxAge": "soon", "jetstreamServers": 1},
+                        StreamProvider())
+    _, failures = engine.check(STREAM_URN, {}, bad)
+    assert failures and failures[0][0] == "maxAge" and "stream 'bad': maxAge" in failures[0][1]
+    cbad = with_provider({"stream": "s", "name": "c", "filterSubject": "y.>", "streamSubjects": ["x.>"],
+                          "streamReplicas": 1}, ConsumerProvider())
+    _, failures = engine.check(CONSUMER_URN, {}, cbad)
+    assert failures[0][0] == "filterSubject" and "outside the stream's subjects" in failures[0][1]
+
+
+def test_preview_needs_no_server(engine):
+    """check and diff are offline: preview in CI works with the homelab out of reach."""
+    engine.configure({f"{PROJECT}:natsUrl": f"nats://127.0.0.1:{free_port()}", f"{PROJECT}:natsReadyTimeout": "1s"})
+    decl = {"subjects": ["logs.>"], "maxAge": "7d", "maxBytes": "1GB"}
+    olds = {**with_provider(stream_inputs("app-logs", decl), StreamProvider()), "created": "2025-07-15T10:00:00Z"}
+    news = with_provider(stream_inputs("app-logs", {**decl, "maxBytes": "2GB"}), StreamProvider())
+    inputs, failures = engine.check(STREAM_URN, olds, news)
+    assert failures == []
+    d = engine.diff(STREAM_URN, "app-logs", olds, inputs)
+    assert d.changes == provider_pb2.DiffResponse.DIFF_SOME and list(d.replaces) == []
+    same = engine.diff(STREAM_URN, "app-logs", olds, with_provider(stream_inputs("app-logs", decl), StreamProvider()))
+    assert same.changes == provider_pb2.DiffResponse.DIFF_NONE
+    with pytest.raises(grpc.RpcError) as err:  # only an operation that needs the server reaches for it
+        engine.create(STREAM_URN, inputs)
+    assert "JetStream" in err.value.details() or "could not connect" in err.value.details()
+
+
+def test_credentials_reach_the_provider_only_through_configure(engine, tmp_path, homelab_settings):
+    """A password-protected server: the password is stack config, never an input, output or log line."""
+    from components.local_server import local_layout, start_server
+    from components.nats_conf import render_nats_conf
+
+    layout = local_layout(tmp_path)
+    secret = "s3cr3t-pa55word"
+    conf = render_nats_conf(homelab_settings, layout) + (
+        f'authorization {{ user: "admin", password: "{secret}" }}\n')
+    server = start_server(homelab_settings, layout, tmp_path, conf_text=conf, wait=True)
+    try:
+        engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsUser": "admin",
+                          f"{PROJECT}:natsPassword": secret, f"{PROJECT}:natsReadyTimeout": "5s"})
+        news = with_provider(stream_inputs("secured", {"subjects": ["sec.>"]}), StreamProvider())
+        inputs, _ = engine.check(STREAM_URN, {}, news)
+        id_, outs = engine.create(STREAM_URN, inputs)
+        assert id_ == "secured"
+        assert secret not in repr(inputs) and secret not in repr(outs)
+        assert secret not in repr(serialize_provider(StreamProvider()))
+    finally:
+        server.stop()
