@@ -171,7 +171,7 @@ def test_streams_and_consumers_are_resources(homelab):
     assert (iot["maxAge"], iot["storage"], iot["allowDataLoss"]) == ("24h", "file", False)
     # The provider is pickled by reference to its module (not by value), so the provider process can import it.
     import base64
-    pickled = base64.b64decode(iot["__provider"])
+    pickled = base64.b64decode(as_manifest(streams["iot-sensors"])["__provider"])
     assert b"streams.provider" in pickled and len(pickled) < 2000
 
 
