@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
+STREAM_NAME_IN_USE = 10058   # create: a stream of that name exists with another config
+CONSUMER_EXISTS = 10148      # create action: a consumer of that name exists with another config
 REQUEST_TIMEOUT = 10.0
 
 

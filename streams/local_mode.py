@@ -19,6 +19,9 @@ import yaml
 from components.connection import connection_details, external_urls
 from components.local_server import LocalServerError, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
+from streams.apply import apply_catalog
+from streams.catalog import CatalogError, load_catalog
+from streams.jetstream import close_all_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +50,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
-        settings = load_settings(read_stack_file(args.stack))
-    except SettingsError as exc:
+        raw = read_stack_file(args.stack)
+        settings = load_settings(raw)
+        catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+    except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     workdir = args.data_dir or ROOT / ".local" / args.stack
@@ -59,6 +64,15 @@ def run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with server:
+        try:
+            applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas)
+        except Exception as exc:  # refused data loss, adoption conflicts: say so, stop cleanly
+            print(f"error: applying the stream catalog failed: {exc}", file=sys.stderr)
+            close_all_clients()
+            return 1
+        close_all_clients()
+        for item in applied:
+            print(f"applied {item.kind} {item.name}")
         details = {**connection_details(settings), **external_urls(args.host, args.port, args.http_port)}
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))

@@ -26,7 +26,7 @@ from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateR
 from streams.catalog import (CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE, STREAM_FIELDS, CatalogError,
                              consumer_declaration, consumer_wire_config, stream_declaration, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
-from streams.jetstream import JetStreamApiError, JetStreamClient, client_for
+from streams.jetstream import CONSUMER_EXISTS, STREAM_NAME_IN_USE, JetStreamApiError, JetStreamClient, client_for
 from streams.plan import normalize_consumer, normalize_stream, plan_consumer_change, plan_stream_change
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -171,8 +171,13 @@ class StreamProvider(_JetStreamProvider):
 
 async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool) -> dict:
     name = desired["name"]
+    try:  # the common case in one round trip; an identical stream of ours is a success too
+        return await c.create_stream(_mark(desired))
+    except JetStreamApiError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
     info = await c.stream_info(name)
-    if info is None:
+    if info is None:  # deleted in between
         return await c.create_stream(_mark(desired))
     plan = plan_stream_change(info["config"], desired)
     if plan.action != "replace":
@@ -273,6 +278,11 @@ class ConsumerProvider(_JetStreamProvider):
 
 async def _create_or_adopt_consumer(c: JetStreamClient, stream: str, desired: dict) -> dict:
     name = desired["durable_name"]
+    try:
+        return await c.put_consumer(stream, _mark(desired), "create")
+    except JetStreamApiError as exc:
+        if exc.err_code != CONSUMER_EXISTS:
+            raise
     info = await c.consumer_info(stream, name)
     if info is None:
         return await c.put_consumer(stream, _mark(desired), "create")
