@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams import local_mode
+from streams import backup_cli, local_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Run and operate the homelab's NATS JetStream.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_mode.add_parser(sub)
+    backup_cli.add_parsers(sub)
     return parser
 
 

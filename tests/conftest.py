@@ -28,3 +28,58 @@ def nats_server(tmp_path, homelab_settings):
     yield start
     for server in servers:
         server.stop()
+
+
+# ---------------------------------------------------------------- S3: moto in server mode on loopback
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from components.local_server import free_port  # noqa: E402
+
+S3_ACCESS_KEY = "homelab-test-access"
+S3_SECRET_KEY = "homelab-test-SECRET-never-printed"
+
+
+def start_moto(extra_env: dict | None = None):
+    port = free_port()
+    env = {**os.environ, **(extra_env or {})}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto_server did not start")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    proc, url = start_moto()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(moto_endpoint, monkeypatch):
+    """The standard AWS variables pointing at moto; returns a fresh bucket name."""
+    import uuid
+
+    from streams.backup_store import s3_client
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    bucket = f"backups-{uuid.uuid4().hex[:8]}"
+    s3_client().create_bucket(Bucket=bucket)
+    return bucket

@@ -1,0 +1,230 @@
+"""`python -m streams backup | list-backups | restore | prune | verify`.
+
+Exit codes a cron job can trust: 0 everything asked for was done; 1 something failed (the others
+were still done, and each failure is printed); 2 the command itself was wrong (usage, config).
+S3 comes from the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION) or --endpoint/--region; the keys are read from the environment
+only (never flags, which other users can see in the process list) and are never printed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import timedelta
+
+import nats
+from tqdm import tqdm
+
+from streams.backup_store import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
+from streams.backups import (BackupError, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
+                             restore_backup, stream_info, stream_names, verify_backup)
+from streams.units import UnitError, parse_duration
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def default_server() -> str:
+    """NATS_URL, else the homelab stack's load balancer address."""
+    if os.environ.get("NATS_URL"):
+        return os.environ["NATS_URL"]
+    from components.connection import connection_details
+    from components.settings import load_settings
+    from streams.local_mode import read_stack_file
+    details = connection_details(load_settings(read_stack_file("homelab")))
+    return details.get("clientUrl", details["inClusterUrl"])
+
+
+def _common(p: argparse.ArgumentParser, *, server: bool = True) -> None:
+    p.add_argument("--bucket", required=True, help="S3 bucket holding the backups")
+    p.add_argument("--prefix", default="nats", help="key prefix inside the bucket (default: nats)")
+    p.add_argument("--endpoint", help=f"S3 endpoint (default: AWS_ENDPOINT_URL, else the homelab MinIO {DEFAULT_ENDPOINT})")
+    p.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
+    if server:
+        p.add_argument("--server", help="NATS URL (default: NATS_URL, else the homelab's nats://10.0.0.248:4222)")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("backup", help="snapshot streams into S3", description=(
+        "Snapshot each STREAM (consumers included) and upload it to "
+        "s3://BUCKET/PREFIX/STREAM/TIMESTAMP/{stream.tar.s2,backup.json}, the `nats stream backup` layout. "
+        "backup.json is written last, so an interrupted backup stays invisible. Memory streams are skipped."))
+    p.add_argument("streams", nargs="*", metavar="STREAM")
+    p.add_argument("--all", action="store_true", help="every file-backed stream on the server")
+    _common(p)
+    p.set_defaults(run=cmd_backup)
+
+    p = sub.add_parser("list-backups", help="list complete backups", description=(
+        "List complete backups (those with backup.json), oldest first, with their size."))
+    p.add_argument("stream", nargs="?", metavar="STREAM")
+    _common(p, server=False)
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("restore", help="restore a stream from S3", description=(
+        "Restore STREAM from its newest complete backup (or --at TIMESTAMP). Refuses if a stream of that name "
+        "exists; restore beside it with --as NAME --subjects SUBJECT[,SUBJECT]. A failed restore removes the "
+        "partly restored stream."))
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("--at", metavar="TIMESTAMP", help="which backup (as list-backups prints it)")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="restore under another stream name")
+    p.add_argument("--subjects", help="comma-separated subjects for the restored stream (with --as)")
+    _common(p)
+    p.set_defaults(run=cmd_restore)
+
+    p = sub.add_parser("prune", help="delete old backups", description=(
+        "Per stream, keep the newest --keep backups; delete older ones that are also older than --max-age."))
+    p.add_argument("--keep", type=int, required=True, help="newest backups to keep per stream (at least 1)")
+    p.add_argument("--max-age", help="only delete backups older than this (nats CLI units: 14d, 2w, 36h)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    _common(p, server=False)
+    p.set_defaults(run=cmd_prune)
+
+    p = sub.add_parser("verify", help="restore a backup into a scratch server and compare", description=(
+        "Restore the backup into a scratch local nats-server (never the live one) and compare messages, bytes, "
+        "first and last sequence and consumers with the state recorded in backup.json."))
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("--at", metavar="TIMESTAMP", help="which backup (default: the newest)")
+    _common(p, server=False)
+    p.set_defaults(run=cmd_verify)
+
+
+def _store(args) -> BackupStore:
+    return BackupStore(s3_client(args.endpoint, args.region), args.bucket, args.prefix)
+
+
+def _bar(desc: str, total: int | None = None) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                disable=None, leave=False)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def cmd_backup(args) -> int:
+    if not args.streams and not args.all:
+        _fail("name one or more streams, or --all")
+        return USAGE
+    try:
+        store = _store(args)
+        store.check_bucket()
+    except StoreError as exc:
+        _fail(str(exc))
+        return FAILED
+    return asyncio.run(_backup_all(args, store))
+
+
+async def _backup_all(args, store: BackupStore) -> int:
+    server = args.server or default_server()
+    try:
+        nc = await nats.connect(server, connect_timeout=5, max_reconnect_attempts=0)
+    except Exception as exc:
+        _fail(f"cannot connect to NATS at {server}: {exc}; use --server or NATS_URL")
+        return FAILED
+    status = OK
+    try:
+        names = list(args.streams)
+        if args.all:
+            names += [n for n in await stream_names(nc) if n not in names]
+        for name in names:
+            info = await stream_info(nc, name)
+            total = info["state"].get("bytes") if info else None
+            with _bar(f"backup {name}", total) as bar:
+                try:
+                    ref = await backup_stream(nc, store, name, progress=bar.update)
+                except MemoryStreamSkipped as exc:
+                    print(f"skipped: {exc}")
+                    continue
+                except (BackupError, StoreError, Exception) as exc:
+                    _fail(f"backup of {name!r} failed: {exc}")
+                    status = FAILED
+                    continue
+            print(f"{store.url(ref)} ({ref.size} bytes)")
+    finally:
+        await close_quietly(nc)
+    return status
+
+
+def cmd_list(args) -> int:
+    try:
+        backups = _store(args).list(args.stream)
+    except StoreError as exc:
+        _fail(str(exc))
+        return FAILED
+    for ref in backups:
+        print(f"{ref.stream}\t{ref.timestamp}\t{ref.size}")
+    return OK
+
+
+def cmd_restore(args) -> int:
+    subjects = [s.strip() for s in args.subjects.split(",")] if args.subjects else None
+    if subjects and not args.as_name:
+        _fail("--subjects goes with --as NAME")
+        return USAGE
+    try:
+        store = _store(args)
+        ref = store.find(args.stream, args.at)
+    except StoreError as exc:
+        _fail(str(exc))
+        return FAILED
+
+    async def go() -> int:
+        server = args.server or default_server()
+        try:
+            nc = await nats.connect(server, connect_timeout=5, max_reconnect_attempts=0)
+        except Exception as exc:
+            _fail(f"cannot connect to NATS at {server}: {exc}; use --server or NATS_URL")
+            return FAILED
+        try:
+            with _bar(f"restore {args.stream}", ref.size) as bar:
+                info = await restore_backup(nc, store, ref, name=args.as_name, subjects=subjects,
+                                            progress=bar.update)
+        except (BackupError, StoreError) as exc:
+            _fail(str(exc))
+            return FAILED
+        finally:
+            await close_quietly(nc)
+        state = info.get("state", {})
+        print(f"restored {info['config']['name']} from {store.url(ref)}: {state.get('messages', 0)} messages, "
+              f"{state.get('bytes', 0)} bytes, {state.get('consumer_count', 0)} consumers")
+        return OK
+    return asyncio.run(go())
+
+
+def cmd_prune(args) -> int:
+    if args.keep < 1:
+        _fail("--keep must be at least 1 (the newest backup always stays)")
+        return USAGE
+    try:
+        max_age = timedelta(microseconds=parse_duration(args.max_age) / 1000) if args.max_age else None
+    except UnitError as exc:
+        _fail(f"--max-age: {exc}")
+        return USAGE
+    try:
+        store = _store(args)
+        plan = plan_prune(store.list(), keep=args.keep, max_age=max_age)
+        for ref in plan.delete:
+            if not args.dry_run:
+                store.delete(ref)
+            print(f"{'would delete' if args.dry_run else 'deleted'} {store.url(ref)}")
+    except StoreError as exc:
+        _fail(str(exc))
+        return FAILED
+    return OK
+
+
+def cmd_verify(args) -> int:
+    try:
+        store = _store(args)
+        ref = store.find(args.stream, args.at)
+        with _bar(f"verify {args.stream}", ref.size) as bar:
+            report = asyncio.run(verify_backup(store, ref, progress=bar.update))
+    except (StoreError, BackupError) as exc:
+        _fail(str(exc))
+        return FAILED
+    for what, expected, found in report.checks:
+        mark = "ok  " if expected == found else "FAIL"
+        print(f"{mark} {what}: backup.json {expected}, restored {found}")
+    print(f"{'verified' if report.ok else 'MISMATCH'}: {store.url(ref)}")
+    return OK if report.ok else FAILED

@@ -1,0 +1,161 @@
+"""Backup, restore, prune and verify: the snapshot protocol (`streams.snapshot`) joined to the S3
+layout (`streams.backup_store`). Each operation either completes or leaves nothing half-made:
+an interrupted backup has no backup.json (invisible), a failed restore removes the stream it began.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import nats
+import nats.errors
+
+from streams.backup_store import BackupRef, BackupStore, new_timestamp
+from streams.snapshot import SnapshotError, restore, snapshot
+
+Progress = Callable[[int], None]
+
+
+class BackupError(RuntimeError):
+    """An operation refused or failed; the message names the stream and what to do."""
+
+
+class MemoryStreamSkipped(BackupError):
+    """Memory-storage streams cannot be snapshotted by the server."""
+
+
+async def close_quietly(nc) -> None:
+    """Close a connection whose server may already be gone (nats-py then raises from close)."""
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error):
+        pass
+
+
+async def stream_info(nc, name: str) -> dict | None:
+    msg = await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=10)
+    data = json.loads(msg.data)
+    if "error" in data:
+        if data["error"].get("err_code") == 10059:
+            return None
+        raise BackupError(f"stream {name!r}: {data['error'].get('description')}")
+    return data
+
+
+async def stream_names(nc) -> list[str]:
+    msg = await nc.request("$JS.API.STREAM.NAMES", json.dumps({"offset": 0}).encode(), timeout=10)
+    return json.loads(msg.data).get("streams") or []
+
+
+async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progress | None = None,
+                        timestamp: str | None = None) -> BackupRef:
+    info = await stream_info(nc, stream)
+    if info is None:
+        raise BackupError(f"stream {stream!r} does not exist on the server; check the name (python -m streams "
+                          "list-backups shows what was backed up before)")
+    if info["config"].get("storage") == "memory":
+        raise MemoryStreamSkipped(f"stream {stream!r} uses memory storage, which the server cannot snapshot; "
+                                  "skipped (it holds short-lived data by design)")
+    writer = store.writer(stream, timestamp or new_timestamp())
+
+    async def write(chunk: bytes) -> None:
+        await writer.write(chunk)
+        if progress:
+            progress(len(chunk))
+    try:
+        meta = await snapshot(nc, stream, write)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, writer.complete, meta)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+async def restore_backup(nc, store: BackupStore, ref: BackupRef, *, name: str | None = None,
+                         subjects: list[str] | None = None, progress: Progress | None = None) -> dict:
+    meta = store.read_meta(ref)
+    target = name or meta.config["name"]
+    if await stream_info(nc, target) is not None:
+        raise BackupError(f"stream {target!r} already exists on the server; refusing to restore over it. Restore "
+                          "under another name with other subjects (--as NAME --subjects 'restored.>'), or remove "
+                          "the stream first if you really mean to replace it")
+    if name and name != meta.config["name"] and not subjects:
+        raise BackupError(f"restoring {meta.config['name']!r} as {name!r} needs other subjects too (--subjects), "
+                          "or the two streams would capture the same messages")
+
+    async def chunks():
+        async for chunk in store.chunks(ref):
+            if progress:
+                progress(len(chunk))
+            yield chunk
+    try:
+        return await restore(nc, meta, chunks(), name=name, subjects=subjects)
+    except SnapshotError as exc:
+        raise BackupError(f"{exc}; the partly restored stream {target!r} was removed") from None
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    delete: tuple[BackupRef, ...]
+    keep: tuple[BackupRef, ...]
+
+
+def plan_prune(backups: list[BackupRef], *, keep: int, max_age: timedelta | None,
+               now: datetime | None = None) -> PrunePlan:
+    """Per stream: the newest `keep` backups always stay; older ones go when older than `max_age`
+    (or, without --max-age, go anyway)."""
+    now = now or datetime.now(timezone.utc)
+    delete, kept = [], []
+    for stream in sorted({b.stream for b in backups}):
+        mine = sorted((b for b in backups if b.stream == stream), key=lambda b: b.timestamp, reverse=True)
+        for i, b in enumerate(mine):
+            old = max_age is None or now - b.taken_at > max_age
+            (delete if i >= keep and old else kept).append(b)
+    return PrunePlan(tuple(delete), tuple(kept))
+
+
+@dataclass
+class VerifyReport:
+    stream: str
+    timestamp: str
+    checks: list[tuple[str, object, object]] = field(default_factory=list)  # (what, expected, found)
+
+    @property
+    def ok(self) -> bool:
+        return all(expected == found for _, expected, found in self.checks)
+
+
+async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progress | None = None) -> VerifyReport:
+    """Restore the backup into a scratch local nats-server (never the live one) and compare what the
+    server rebuilt with backup.json's state."""
+    from components.local_server import local_layout, start_server
+    from components.settings import load_settings
+
+    meta = store.read_meta(ref)
+    report = VerifyReport(ref.stream, ref.timestamp)
+    with tempfile.TemporaryDirectory(prefix="nats-verify-") as tmp:
+        settings = load_settings({"jetstream": {"memoryStore": "256Mi", "fileStore": "1Ti"}})
+        with start_server(settings, local_layout(Path(tmp), server_name="backup-verify"), Path(tmp)) as scratch:
+            nc = await nats.connect(scratch.client_url)
+            try:
+                await restore_backup(nc, store, ref, progress=progress)
+                info = await stream_info(nc, meta.config["name"])
+                consumers = await _consumer_states(nc, meta.config["name"])
+            finally:
+                await close_quietly(nc)
+    expected, found = meta.state, info["state"]
+    for key in ("messages", "bytes", "first_seq", "last_seq", "consumer_count"):
+        report.checks.append((key, expected.get(key, 0), found.get(key, 0)))
+    report.checks.append(("consumers", expected.get("consumer_count", 0), len(consumers)))
+    return report
+
+
+async def _consumer_states(nc, stream: str) -> dict:
+    msg = await nc.request(f"$JS.API.CONSUMER.LIST.{stream}", json.dumps({"offset": 0}).encode(), timeout=10)
+    return {c["name"]: c for c in json.loads(msg.data).get("consumers") or []}
+

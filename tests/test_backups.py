@@ -1,0 +1,249 @@
+"""Backup and restore through S3 (moto on loopback) with real nats-servers."""
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+import nats
+import pytest
+
+from streams import snapshot as snapshot_module
+from streams.backup_store import BackupRef, BackupStore, s3_client
+from streams.backups import BackupError, close_quietly, backup_stream, plan_prune, restore_backup
+from streams.cli import main
+from tests.conftest import S3_SECRET_KEY
+from tests.provider_harness import RawJetStream
+
+
+def fill_stream(raw: RawJetStream, name="iot-sensors", subjects=("sensors.>",), n=50, storage="file"):
+    raw.api(f"$JS.API.STREAM.CREATE.{name}", {"name": name, "subjects": list(subjects), "storage": storage})
+    async def pub(nc):
+        js = nc.jetstream()
+        for i in range(n):
+            await js.publish(f"{subjects[0].rstrip('>')}room{i % 5}", json.dumps({"value": i}).encode(),
+                             headers={"Sensor-Id": f"s{i}", "Nats-Msg-Id": f"m{i}"})
+    raw._run(pub)
+
+
+def all_messages(url: str, stream: str) -> list[tuple]:
+    async def read(nc):
+        out, seq = [], 1
+        info = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
+        while seq <= info["state"]["last_seq"]:
+            r = json.loads((await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps({"seq": seq}).encode(),
+                                             timeout=5)).data)
+            if "message" in r:
+                m = r["message"]
+                out.append((m["seq"], m["subject"], m.get("hdrs"), m.get("data")))
+            seq += 1
+        return out
+    return RawJetStream(url)._run(read)
+
+
+def add_consumer_with_progress(raw: RawJetStream, stream="iot-sensors", name="processor", ack=7, fetch=10):
+    raw.api(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": {
+        "durable_name": name, "ack_policy": "explicit", "filter_subject": "sensors.>", "max_deliver": 3}})
+
+    async def consume(nc):
+        js = nc.jetstream()
+        sub = await js.pull_subscribe_bind(name, stream)
+        msgs = await sub.fetch(fetch, timeout=5)
+        for m in msgs[:ack]:
+            await m.ack_sync()
+    raw._run(consume)
+
+
+def run(coro_fn, url):
+    async def go():
+        nc = await nats.connect(url, max_reconnect_attempts=0)  # as the CLI connects: fail fast
+        try:
+            return await coro_fn(nc)
+        finally:
+            await close_quietly(nc)
+    return asyncio.run(go())
+
+
+def test_backup_then_restore_gives_an_identical_stream(nats_server, s3_env):
+    source, target = nats_server(), nats_server()
+    raw = RawJetStream(source.client_url)
+    fill_stream(raw, n=120)
+    add_consumer_with_progress(raw)
+    raw.api("$JS.API.STREAM.MSG.DELETE.iot-sensors", {"seq": 5})  # a gap in the sequence
+    store = BackupStore(s3_client(), s3_env, "nats")
+    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), source.client_url)
+    assert [r.timestamp for r in store.list("iot-sensors")] == [ref.timestamp]
+    run(lambda nc: restore_backup(nc, store, ref), target.client_url)
+    assert all_messages(target.client_url, "iot-sensors") == all_messages(source.client_url, "iot-sensors")
+    a, b = RawJetStream(source.client_url), RawJetStream(target.client_url)
+    sa, sb = a.stream("iot-sensors")["state"], b.stream("iot-sensors")["state"]
+    for key in ("messages", "bytes", "first_seq", "last_seq", "num_deleted", "consumer_count"):
+        assert sa.get(key) == sb.get(key), key
+    ca, cb = a.consumer("iot-sensors", "processor"), b.consumer("iot-sensors", "processor")
+    seqs = lambda d: (d["consumer_seq"], d["stream_seq"])  # noqa: E731 (last_active is the restore time)
+    assert seqs(cb["delivered"]) == seqs(ca["delivered"]) and seqs(cb["ack_floor"]) == seqs(ca["ack_floor"])
+    assert cb["ack_floor"]["stream_seq"] == 7 and cb["config"]["max_deliver"] == 3
+
+
+def test_backup_layout_matches_nats_stream_backup(nats_server, s3_env):
+    server = nats_server()
+    fill_stream(RawJetStream(server.client_url), n=10)
+    store = BackupStore(s3_client(), s3_env, "homelab")
+    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), server.client_url)
+    keys = sorted(o["Key"] for o in s3_client().list_objects_v2(Bucket=s3_env)["Contents"])
+    assert keys == [f"homelab/iot-sensors/{ref.timestamp}/backup.json", f"homelab/iot-sensors/{ref.timestamp}/stream.tar.s2"]
+    meta = s3_client().get_object(Bucket=s3_env, Key=keys[0])["Body"].read().decode()
+    doc = json.loads(meta)
+    assert doc["config"]["name"] == "iot-sensors" and doc["state"]["messages"] == 10
+    assert meta.startswith('{\n  "config"')  # 2-space indent, as the CLI writes it
+
+
+def test_several_backups_list_prune_and_restore_a_chosen_one(nats_server, s3_env):
+    server, target = nats_server(), nats_server()
+    raw = RawJetStream(server.client_url)
+    fill_stream(raw, n=3)
+    store = BackupStore(s3_client(), s3_env, "nats")
+    stamps = ["20260101T000000Z", "20260201T000000Z", "20260301T000000Z"]
+    for i, ts in enumerate(stamps):
+        run(lambda nc, ts=ts: backup_stream(nc, store, "iot-sensors", timestamp=ts), server.client_url)
+        raw.publish("sensors.more", [b"x"] * 10)
+    assert [r.timestamp for r in store.list("iot-sensors")] == stamps
+    # restore the middle one: 13 messages were there then
+    ref = store.find("iot-sensors", "20260201T000000Z")
+    run(lambda nc: restore_backup(nc, store, ref), target.client_url)
+    assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 13
+    # prune by age: nothing is older than 400 days, so nothing goes
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    assert plan_prune(store.list(), keep=1, max_age=timedelta(days=400), now=now).delete == ()
+    # prune by age: older than 45 days, keeping at least one
+    plan = plan_prune(store.list(), keep=1, max_age=timedelta(days=45), now=now)
+    assert [r.timestamp for r in plan.delete] == ["20260101T000000Z"]
+    # by count, through the CLI
+    assert main(["prune", "--bucket", s3_env, "--keep", "1"]) == 0
+    assert [r.timestamp for r in store.list("iot-sensors")] == ["20260301T000000Z"]
+
+
+def test_cli_backup_restore_round_trip(nats_server, s3_env, capsys):
+    source, target = nats_server(), nats_server()
+    fill_stream(RawJetStream(source.client_url), n=20)
+    assert main(["backup", "iot-sensors", "--bucket", s3_env, "--server", source.client_url]) == 0
+    out = capsys.readouterr().out
+    assert f"s3://{s3_env}/nats/iot-sensors/" in out
+    assert main(["list-backups", "--bucket", s3_env]) == 0
+    assert "iot-sensors\t" in capsys.readouterr().out
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url]) == 0
+    assert "restored iot-sensors" in capsys.readouterr().out
+    assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 20
+    # restoring again onto the existing stream is refused, and the stream is untouched
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--as NAME" in err
+    assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 20
+    # ...but beside it, under another name and subjects
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url,
+                 "--as", "iot-restored", "--subjects", "restored.sensors.>"]) == 0
+    info = RawJetStream(target.client_url).stream("iot-restored")
+    assert info["config"]["subjects"] == ["restored.sensors.>"] and info["state"]["messages"] == 20
+    assert main(["verify", "iot-sensors", "--bucket", s3_env]) == 0
+    verify_out = capsys.readouterr().out
+    assert "verified" in verify_out and "ok   messages: backup.json 20, restored 20" in verify_out
+
+
+def test_all_skips_memory_streams_and_succeeds(nats_server, s3_env, capsys):
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    fill_stream(raw, n=5)
+    fill_stream(raw, name="events", subjects=("events.>",), n=5, storage="memory")
+    assert main(["backup", "--all", "--bucket", s3_env, "--server", server.client_url]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: stream 'events' uses memory storage" in out
+    assert [r.stream for r in BackupStore(s3_client(), s3_env, "nats").list()] == ["iot-sensors"]
+
+
+def test_missing_stream_fails_clearly(nats_server, s3_env, capsys):
+    server = nats_server()
+    assert main(["backup", "nope", "--bucket", s3_env, "--server", server.client_url]) == 1
+    assert "stream 'nope' does not exist" in capsys.readouterr().err
+    assert BackupStore(s3_client(), s3_env, "nats").list() == []
+
+
+def test_missing_bucket_and_unreachable_s3(nats_server, s3_env, capsys, monkeypatch):
+    server = nats_server()
+    fill_stream(RawJetStream(server.client_url), n=2)
+    assert main(["backup", "iot-sensors", "--bucket", "no-such-bucket", "--server", server.client_url]) == 1
+    assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
+    from components.local_server import free_port
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    assert main(["list-backups", "--bucket", s3_env]) == 1
+    err = capsys.readouterr().err
+    assert "S3 endpoint unreachable" in err and S3_SECRET_KEY not in err
+
+
+def test_wrong_credentials(nats_server, capsys, monkeypatch):
+    from tests.conftest import start_moto
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # moto then checks credentials
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        server = nats_server()
+        fill_stream(RawJetStream(server.client_url), n=2)
+        assert main(["backup", "iot-sensors", "--bucket", "b", "--server", server.client_url]) == 1
+        out = capsys.readouterr()
+        assert "credentials" in out.err and S3_SECRET_KEY not in out.err + out.out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_server_dies_mid_backup_leaves_no_backup(nats_server, s3_env, monkeypatch):
+    monkeypatch.setattr(snapshot_module, "CHUNK_TIMEOUT", 2.0)
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    raw.api("$JS.API.STREAM.CREATE.big", {"name": "big", "subjects": ["big.>"]})
+    import os
+    raw.publish("big.x", [os.urandom(60_000) for _ in range(200)])  # ~12 MB: more than one upload part
+    store = BackupStore(s3_client(), s3_env, "nats")
+    seen = []
+
+    def progress(n):
+        seen.append(n)
+        if len(seen) == 3:
+            server.kill()
+    from streams.snapshot import SnapshotError
+    with pytest.raises(SnapshotError, match="snapshot of 'big'"):
+        run(lambda nc: backup_stream(nc, store, "big", progress=progress), server.client_url)
+    assert store.list() == []
+    assert s3_client().list_objects_v2(Bucket=s3_env).get("KeyCount", 0) == 0
+    uploads = s3_client().list_multipart_uploads(Bucket=s3_env).get("Uploads", [])
+    assert uploads == []  # the multipart upload was aborted
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_archive_restore_removes_the_half_restored_stream(nats_server, s3_env, damage):
+    source, target = nats_server(), nats_server()
+    import os
+    raw = RawJetStream(source.client_url)
+    raw.api("$JS.API.STREAM.CREATE.iot-sensors", {"name": "iot-sensors", "subjects": ["sensors.>"]})
+    raw.publish("sensors.x", [os.urandom(2000) for _ in range(300)])
+    store = BackupStore(s3_client(), s3_env, "nats")
+    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), source.client_url)
+    key = store.folder(ref.stream, ref.timestamp) + "stream.tar.s2"
+    data = s3_client().get_object(Bucket=s3_env, Key=key)["Body"].read()
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = data[:1000] + bytes(b ^ 0xFF for b in data[1000:3000]) + data[3000:]
+    s3_client().put_object(Bucket=s3_env, Key=key, Body=data)
+    with pytest.raises(BackupError, match="partly restored stream 'iot-sensors' was removed"):
+        run(lambda nc: restore_backup(nc, store, BackupRef(ref.stream, ref.timestamp, len(data))), target.client_url)
+    assert RawJetStream(target.client_url).stream("iot-sensors")["error"]["err_code"] == 10059
+
+
+def test_incomplete_backup_is_invisible(nats_server, s3_env):
+    server = nats_server()
+    fill_stream(RawJetStream(server.client_url), n=2)
+    store = BackupStore(s3_client(), s3_env, "nats")
+    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors", timestamp="20260101T000000Z"), server.client_url)
+    s3_client().delete_object(Bucket=s3_env, Key=store.folder(ref.stream, ref.timestamp) + "backup.json")
+    assert store.list() == []
+    with pytest.raises(Exception, match="no complete backup"):
+        store.find("iot-sensors")
