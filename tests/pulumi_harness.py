@@ -5,6 +5,7 @@ exports and the warnings it logs. No Pulumi CLI, no cluster.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ def run_program(config: dict, *, stack: str = "homelab", preview: bool = False,
                 secret_keys: tuple[str, ...] = ()) -> ProgramRun:
     """Run __main__.py with `config` (full keys, engine-encoded values). Raises what the program raises."""
     run = ProgramRun()
+    # Pulumi's runtime uses the thread's current loop; asyncio.run() elsewhere in the suite clears it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(RecordingMocks(run), project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
     SETTINGS.rpc_manager.clear()
