@@ -4,10 +4,11 @@ Settings -> components -> outputs. Nothing else lives here.
 """
 import pulumi
 
+from components.backup_job import backup_streams
 from components.connection import connection_details
-from components.deployment import NatsDeployment, NatsDeploymentArgs
+from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
 from components.settings import load_settings
-from components.stack_config import read_stack_config
+from components.stack_config import read_backup_credentials, read_stack_config
 from streams.catalog import load_catalog
 from streams.resources import declare_catalog
 
@@ -19,6 +20,9 @@ for warning in settings.warnings:
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
+if settings.backups.enabled:
+    NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog), read_backup_credentials()),
+                  pulumi.ResourceOptions(depends_on=[nats.namespace]))
 
 for key, value in connection_details(settings).items():
     pulumi.export(key, value)

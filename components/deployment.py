@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import manifests
+from components import backup_job, manifests
 from components.kube import declare
 from components.settings import Settings
 
@@ -87,3 +87,31 @@ class NatsBox(pulumi.ComponentResource):
         self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment", manifests.nats_box_deployment(s),
                                   pulumi.ResourceOptions(parent=self, depends_on=[self.contexts]))
         self.register_outputs({"deployment": self.deployment.metadata["name"]})
+
+
+@dataclass
+class BackupCredentials:
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+
+
+@dataclass
+class NatsBackupJobArgs:
+    settings: Settings
+    streams: list[str]
+    credentials: BackupCredentials
+
+
+class NatsBackupJob(pulumi.ComponentResource):
+    """The scheduled stream backup: a CronJob and the Secret with its S3 credentials."""
+
+    def __init__(self, name: str, args: NatsBackupJobArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab-nats:index:NatsBackupJob", name, None, opts)
+        s = args.settings
+        secret = {**backup_job.credentials_secret(s), "stringData": {
+            "AWS_ACCESS_KEY_ID": pulumi.Output.secret(args.credentials.access_key_id),
+            "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(args.credentials.secret_access_key)}}
+        self.secret = declare(k8s.core.v1.Secret, f"{name}-s3", secret, pulumi.ResourceOptions(parent=self))
+        self.cron_job = declare(k8s.batch.v1.CronJob, f"{name}-cronjob", backup_job.cron_job(s, args.streams),
+                                pulumi.ResourceOptions(parent=self, depends_on=[self.secret]))
+        self.register_outputs({"cronJob": self.cron_job.metadata["name"]})

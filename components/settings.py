@@ -24,6 +24,7 @@ DEFAULT_IMAGES = {
     "reloader": "natsio/nats-server-config-reloader:0.23.0",
     "exporter": "natsio/prometheus-nats-exporter:0.20.1",
     "natsBox": "natsio/nats-box:0.19.7",
+    "mc": "minio/mc:RELEASE.2025-08-13T08-35-41Z",
 }
 # GOMEMLIMIT defaults to this share of the container memory limit, rounded down to whole MiB
 # (512Mi -> 450MiB, the homelab's value); NATS maintainers recommend 80-90%.
@@ -92,11 +93,26 @@ class VolumeSnapshots:
 
 
 @dataclass(frozen=True)
+class Backups:
+    """The in-cluster backup CronJob (nats-box snapshots, minio/mc uploads and prunes)."""
+    enabled: bool = False
+    schedule: str = "0 3 * * *"
+    bucket: str = "nats-backups"
+    prefix: str = "nats"
+    endpoint: str = "http://10.0.0.241"
+    streams: tuple[str, ...] | None = None   # None: every file-backed stream of the catalog
+    keep: int = 7
+    max_age: str = "14d"
+    max_age_seconds: int = 14 * 86400
+
+
+@dataclass(frozen=True)
 class Images:
     nats: str
     reloader: str
     exporter: str
     nats_box: str
+    mc: str = DEFAULT_IMAGES["mc"]
 
     @property
     def nats_version(self) -> str:
@@ -117,6 +133,7 @@ class Settings:
     images: Images
     load_balancer: LoadBalancer
     volume_snapshots: VolumeSnapshots
+    backups: Backups = field(default_factory=Backups)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -124,8 +141,9 @@ class Settings:
         return format_go_memlimit(self.go_mem_limit)
 
 
+BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots") + CATALOG_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -271,7 +289,7 @@ def _images(raw: Mapping[str, Any]) -> Images:
         if ref.endswith(":latest"):
             raise SettingsError(f"{config_key('images.' + name)}: {ref!r} is not pinned; use a version tag")
     return Images(nats=chosen["nats"], reloader=chosen["reloader"], exporter=chosen["exporter"],
-                  nats_box=chosen["natsBox"])
+                  nats_box=chosen["natsBox"], mc=chosen["mc"])
 
 
 def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
@@ -290,6 +308,50 @@ def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
         concurrency=_int(sec.get("concurrency", d.concurrency), "volumeSnapshots.concurrency", minimum=1),
         group=_str(sec.get("group", d.group), "volumeSnapshots.group", _DNS_LABEL, "a Longhorn group name"),
     )
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+
+
+def _backups(raw: Mapping[str, Any]) -> Backups:
+    from streams.subjects import name_problem  # stream names follow the server's rules
+    from streams.units import UnitError, parse_duration
+
+    sec = _section(raw, "backups", ("enabled", "schedule", "bucket", "prefix", "endpoint", "streams", "keep",
+                                    "maxAge"))
+    d = Backups()
+    enabled = sec.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise SettingsError(f"{config_key('backups.enabled')}: expected true or false, got {enabled!r}")
+    schedule = sec.get("schedule", d.schedule)
+    if not isinstance(schedule, str) or len(schedule.split()) != 5 or not all(_CRON_FIELD.match(f) for f in schedule.split()):
+        raise SettingsError(f"{config_key('backups.schedule')}: {schedule!r} is not a 5-field cron schedule such as "
+                            "\"0 3 * * *\"")
+    bucket = _str(sec.get("bucket", d.bucket), "backups.bucket", _BUCKET, "an S3 bucket name")
+    prefix = _str(sec.get("prefix", d.prefix), "backups.prefix", _PREFIX, "an S3 key prefix").strip("/")
+    endpoint = sec.get("endpoint", d.endpoint)
+    if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+$", endpoint):
+        raise SettingsError(f"{config_key('backups.endpoint')}: {endpoint!r} is not an S3 endpoint URL such as "
+                            "http://10.0.0.241")
+    streams = sec.get("streams")
+    if streams is not None:
+        if not isinstance(streams, list) or not all(isinstance(x, str) for x in streams):
+            raise SettingsError(f"{config_key('backups.streams')}: expected a list of stream names, got {streams!r}")
+        for name in streams:
+            if name_problem(name):
+                raise SettingsError(f"{config_key('backups.streams')}: {name!r}: the name {name_problem(name)}")
+        streams = tuple(streams)
+    max_age = sec.get("maxAge", d.max_age)
+    try:
+        max_age_ns = parse_duration(max_age)
+    except UnitError as exc:
+        raise SettingsError(f"{config_key('backups.maxAge')}: {exc}") from None
+    if max_age_ns < 86400 * 10**9:
+        raise SettingsError(f"{config_key('backups.maxAge')}: {max_age!r} is under a day; keep backups longer")
+    return Backups(enabled=enabled, schedule=schedule, bucket=bucket, prefix=prefix, endpoint=endpoint,
+                   streams=streams, keep=_int(sec.get("keep", d.keep), "backups.keep", minimum=1),
+                   max_age=str(max_age), max_age_seconds=max_age_ns // 10**9)
 
 
 def _warnings(s: Settings) -> tuple[str, ...]:
@@ -327,6 +389,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         images=_images(raw),
         load_balancer=_load_balancer(raw),
         volume_snapshots=_volume_snapshots(raw),
+        backups=_backups(raw),
     )
     if len(settings.namespace) > 63:
         raise SettingsError(f"{config_key('namespace')}: at most 63 characters")

@@ -29,3 +29,19 @@ def read_stack_config() -> dict:
         except (TypeError, ValueError):
             raw[key] = text  # a plain string value such as `namespace: nats`
     return raw
+
+
+def read_backup_credentials():
+    """The backup CronJob's S3 keys, as Pulumi secrets. Missing keys fail preview with the command to fix it."""
+    from components.deployment import BackupCredentials
+    from components.settings import SettingsError, config_key
+
+    config = pulumi.Config(PROJECT)
+    values = {}
+    for key in ("backupAccessKeyId", "backupSecretAccessKey"):
+        value = config.get_secret(key)
+        if value is None:
+            raise SettingsError(f"{config_key(key)}: missing; backups.enabled needs S3 credentials: "
+                                f"`pulumi config set --secret {key} …`")
+        values[key] = value
+    return BackupCredentials(values["backupAccessKeyId"], values["backupSecretAccessKey"])

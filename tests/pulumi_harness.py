@@ -22,10 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 
 
-def stack_config(stack: str) -> dict:
-    """`Pulumi.<stack>.yaml`'s config as the engine hands it to a program: objects JSON-encoded."""
+# What `pulumi config set --secret` would add to the stack file; the engine decrypts it for the program.
+TEST_SECRETS = {f"{PROJECT}:backupAccessKeyId": "test-access-key",
+                f"{PROJECT}:backupSecretAccessKey": "test-secret-key-never-in-plaintext"}
+
+
+def stack_config(stack: str, *, with_secrets: bool = True) -> dict:
+    """`Pulumi.<stack>.yaml`'s config as the engine hands it to a program: objects JSON-encoded,
+    plus the test secrets (marked secret by run_program)."""
     doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
-    return encode_config(doc.get("config") or {})
+    config = encode_config(doc.get("config") or {})
+    return {**config, **TEST_SECRETS} if with_secrets else config
 
 
 def encode_config(config: dict) -> dict:
@@ -69,7 +76,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 def run_program(config: dict, *, stack: str = "homelab", preview: bool = False,
-                secret_keys: tuple[str, ...] = ()) -> ProgramRun:
+                secret_keys: tuple[str, ...] = tuple(TEST_SECRETS)) -> ProgramRun:
     """Run __main__.py with `config` (full keys, engine-encoded values). Raises what the program raises."""
     run = ProgramRun()
     # Pulumi's runtime uses the thread's current loop; asyncio.run() elsewhere in the suite clears it.

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from components.settings import SettingsError
-from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
+from tests.pulumi_harness import TEST_SECRETS, as_manifest, encode_config, is_secret, run_program, stack_config
 
 SS = "kubernetes:apps/v1:StatefulSet"
 SVC = "kubernetes:core/v1:Service"
@@ -28,10 +28,12 @@ def test_resource_graph(homelab):
         ("kubernetes:apps/v1:Deployment", "nats-box"),
         ("kubernetes:core/v1:Secret", "nats-box-contexts"),
         ("kubernetes:longhorn.io/v1beta2:RecurringJob", "nats-jetstream-snapshot"),
+        ("kubernetes:batch/v1:CronJob", "nats-backup"),
+        ("kubernetes:core/v1:Secret", "nats-backup-s3"),
     ])
     components = {r.type for r in homelab.resources if r.type.startswith("homelab-nats:")}
     assert components == {"homelab-nats:index:NatsDeployment", "homelab-nats:index:NatsServer",
-                          "homelab-nats:index:NatsBox"}
+                          "homelab-nats:index:NatsBox", "homelab-nats:index:NatsBackupJob"}
     for r in homelab.resources:
         if r.type.startswith("kubernetes:") and r.type != "kubernetes:core/v1:Namespace" \
                 and "RecurringJob" not in r.type:
@@ -88,7 +90,7 @@ def test_client_service_is_the_metallb_load_balancer(homelab):
 
 
 def test_nats_box_context_points_at_the_service(homelab):
-    secret = as_manifest(homelab.one("kubernetes:core/v1:Secret"))
+    secret = as_manifest(homelab.one("kubernetes:core/v1:Secret", "nats-box-contexts"))
     context = json.loads(secret["stringData"]["default.json"])
     assert context["url"] == "nats://nats:4222"
     box = as_manifest(homelab.one("kubernetes:apps/v1:Deployment"))
@@ -181,3 +183,37 @@ def test_bad_stream_declaration_fails_the_program():
         "iot-sensors": {"subjects": ["sensors.>"], "maxAge": "24x"}}})}
     with pytest.raises(CatalogError, match=r"stream 'iot-sensors': maxAge: '24x' is not a duration"):
         run_program(config)
+
+
+def test_backup_cron_job(homelab):
+    job = as_manifest(homelab.one("kubernetes:batch/v1:CronJob"))
+    spec = job["spec"]
+    assert (spec["schedule"], spec["concurrencyPolicy"]) == ("0 3 * * *", "Forbid")
+    assert spec["startingDeadlineSeconds"] and spec["successfulJobsHistoryLimit"] and spec["failedJobsHistoryLimit"]
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [snap], [upload] = pod["initContainers"], pod["containers"]
+    assert snap["image"].startswith("natsio/nats-box:") and upload["image"].startswith("minio/mc:RELEASE.")
+    env = {e["name"]: e.get("value") for e in snap["env"]}
+    assert env["STREAMS"] == "iot-sensors app-logs sensors analytics"  # file-backed; `events` is memory
+    assert env["NATS_URL"] == "nats://nats:4222"
+    up = {e["name"]: e for e in upload["env"]}
+    assert up["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "nats-backup-s3"
+    assert (up["BUCKET"]["value"], up["PREFIX"]["value"], up["KEEP"]["value"], up["MAX_AGE_SECONDS"]["value"]) == \
+        ("nats-backups", "nats", "7", str(14 * 86400))
+    assert "test-secret-key" not in json.dumps(job)
+
+
+def test_backup_credentials_stay_secret(homelab):
+    secret = homelab.one("kubernetes:core/v1:Secret", "nats-backup-s3").inputs
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        value = secret["stringData"] if is_secret(secret["stringData"]) else secret["stringData"][key]
+        assert is_secret(value), key
+    plain = [r for r in homelab.resources if r.name != "nats-backup-s3"]
+    assert TEST_SECRETS["homelab-nats:backupSecretAccessKey"] not in json.dumps([r.inputs for r in plain])
+    assert TEST_SECRETS["homelab-nats:backupSecretAccessKey"] not in json.dumps(homelab.exports)
+
+
+def test_backups_without_credentials_fail_naming_the_key():
+    with pytest.raises(SettingsError, match=r"homelab-nats:backupAccessKeyId: missing.*pulumi config set --secret"):
+        run_program(stack_config("homelab", with_secrets=False), secret_keys=())

@@ -27,7 +27,11 @@ def test_defaults_equal_the_guide():
 
 
 def test_homelab_stack_file_gives_the_defaults():
-    assert load_settings(homelab_raw()) == load_settings({})
+    """The stack file writes the defaults out; it only adds the nightly backups."""
+    import dataclasses
+    homelab = load_settings(homelab_raw())
+    assert dataclasses.replace(homelab, backups=load_settings({}).backups) == load_settings({})
+    assert homelab.backups.enabled and homelab.backups.schedule == "0 3 * * *"
 
 
 def test_guide_numbers_warn_about_oom():
@@ -76,6 +80,13 @@ BAD = [
     ({"volumeSnapshots": {"retain": 0}}, "homelab-nats:volumeSnapshots.retain", "between 1 and 250"),
     ({"volumeSnapshots": {"enabled": "yes"}}, "homelab-nats:volumeSnapshots.enabled", "true or false"),
     ({"jetStream": {"fileStore": "10Gi"}}, "homelab-nats:jetStream", "unknown config key"),
+    ({"backups": {"schedule": "nightly"}}, "homelab-nats:backups.schedule", "cron schedule"),
+    ({"backups": {"bucket": "Bad_Bucket"}}, "homelab-nats:backups.bucket", "S3 bucket name"),
+    ({"backups": {"endpoint": "10.0.0.241"}}, "homelab-nats:backups.endpoint", "S3 endpoint URL"),
+    ({"backups": {"streams": ["a.b"]}}, "homelab-nats:backups.streams", "may not contain"),
+    ({"backups": {"maxAge": "2h"}}, "homelab-nats:backups.maxAge", "under a day"),
+    ({"backups": {"maxAge": "2 weeks"}}, "homelab-nats:backups.maxAge", "not a duration"),
+    ({"backups": {"keep": 0}}, "homelab-nats:backups.keep", "at least 1"),
 ]
 
 
