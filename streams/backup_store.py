@@ -22,7 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from streams.snapshot import SnapshotMeta
 
 DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
-PART_SIZE = 8 * 1024 * 1024
+PART_SIZE = 5 * 1024 * 1024      # S3's minimum part size: the least memory per part in flight
+PARTS_IN_FLIGHT = 3
 READ_SIZE = 1024 * 1024
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 META_NAME = "backup.json"
@@ -166,8 +167,9 @@ class BackupStore:
 
 
 class BackupWriter:
-    """Multipart upload of stream.tar.s2 with one part in flight while the next fills; backup.json
-    is written by `complete` only. `abort` leaves nothing behind."""
+    """Multipart upload of stream.tar.s2 with up to PARTS_IN_FLIGHT parts uploading while the next
+    fills (memory stays about (PARTS_IN_FLIGHT + 1) x PART_SIZE whatever the stream's size);
+    backup.json is written by `complete` only. `abort` leaves nothing behind."""
 
     def __init__(self, store: BackupStore, stream: str, timestamp: str):
         self.store, self.stream, self.timestamp = store, stream, timestamp
@@ -175,8 +177,8 @@ class BackupWriter:
         self.buffer = bytearray()
         self.parts: list[dict] = []
         self.size = 0
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._inflight: Future | None = None
+        self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT)
+        self._inflight: list[Future] = []
         try:
             self.upload_id = store.s3.create_multipart_upload(Bucket=store.bucket, Key=self.key)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
@@ -188,29 +190,28 @@ class BackupWriter:
                                       PartNumber=number, Body=data)
         return {"PartNumber": number, "ETag": r["ETag"]}
 
-    def _wait_inflight(self) -> None:
-        if self._inflight is not None:
-            try:
-                self.parts.append(self._inflight.result())
-            except (ClientError, BotoCoreError) as exc:
-                raise _explain(exc, self.store.bucket) from None
-            finally:
-                self._inflight = None
+    def _wait_oldest(self) -> None:
+        future = self._inflight.pop(0)
+        try:
+            self.parts.append(future.result())
+        except (ClientError, BotoCoreError) as exc:
+            raise _explain(exc, self.store.bucket) from None
 
     async def write(self, data: bytes) -> None:
         self.buffer += data
         self.size += len(data)
         if len(self.buffer) >= PART_SIZE:
-            part, self.buffer = bytes(self.buffer), bytearray()
-            loop = asyncio.get_running_loop()
-            if self._inflight is not None:
-                await loop.run_in_executor(None, self._wait_inflight)
-            self._inflight = self._pool.submit(self._upload_part, len(self.parts) + 1, part)
+            part, self.buffer = self.buffer, bytearray()  # hand the buffer over: no copy
+            if len(self._inflight) >= PARTS_IN_FLIGHT:
+                await asyncio.get_running_loop().run_in_executor(None, self._wait_oldest)
+            number = len(self.parts) + len(self._inflight) + 1
+            self._inflight.append(self._pool.submit(self._upload_part, number, part))
 
     def complete(self, meta: SnapshotMeta) -> BackupRef:
-        self._wait_inflight()
+        while self._inflight:
+            self._wait_oldest()
         if self.buffer or not self.parts:
-            self.parts.append(self._upload_part(len(self.parts) + 1, bytes(self.buffer)))
+            self.parts.append(self._upload_part(len(self.parts) + 1, self.buffer))
             self.buffer = bytearray()
         s3, bucket = self.store.s3, self.store.bucket
         try:
@@ -226,8 +227,8 @@ class BackupWriter:
 
     def abort(self) -> None:
         try:
-            if self._inflight is not None:
-                self._inflight.cancel()
+            for future in self._inflight:
+                future.cancel()
             self._pool.shutdown(wait=True)
             self.store.s3.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
         except (ClientError, BotoCoreError):
