@@ -64,6 +64,10 @@ class NatsServer(pulumi.ComponentResource):
         self.client_service = declare(k8s.core.v1.Service, f"{name}-client", manifests.client_service(s), child)
         self.pdb = declare(k8s.policy.v1.PodDisruptionBudget, f"{name}-pdb", manifests.pod_disruption_budget(s),
                            child)
+        if s.monitoring.prometheus_operator:
+            declare(k8s.apiextensions.CustomResource, f"{name}-podmonitor", manifests.pod_monitor(s), child)
+        if s.monitoring.grafana_dashboard:
+            declare(k8s.core.v1.ConfigMap, f"{name}-dashboard", manifests.grafana_dashboard(s), child)
         # pulumi-kubernetes waits for the StatefulSet's pods to be ready and for the LoadBalancer to get
         # its address, so once these are created clients can connect.
         self.ready_resources = [self.stateful_set, self.client_service]

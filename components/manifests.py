@@ -7,6 +7,7 @@ Names follow the official NATS Helm chart (release `nats`) so an existing volume
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from components.nats_conf import (CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
                                   render_nats_conf, restart_checksum)
@@ -171,9 +172,34 @@ def _service_ports(settings: Settings) -> list[dict]:
 
 
 def headless_service(settings: Settings) -> dict:
+    """Stable pod DNS, and the exporter's port for Prometheus (not exposed on the load balancer)."""
+    metrics = {"name": "prom-metrics", "port": settings.ports.metrics, "targetPort": "prom-metrics",
+               "protocol": "TCP", "appProtocol": "http"}
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(settings, HEADLESS_SERVICE, "nats"),
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                     "selector": selector_labels("nats"), "ports": _service_ports(settings)}}
+                     "selector": selector_labels("nats"), "ports": _service_ports(settings) + [metrics]}}
+
+
+def pod_monitor(settings: Settings) -> dict:
+    """For the Prometheus Operator: scrape the exporter on every NATS pod."""
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": _meta(settings, NAME, "nats"),
+            "spec": {"selector": {"matchLabels": selector_labels("nats")},
+                     "namespaceSelector": {"matchNames": [settings.namespace]},
+                     "podMetricsEndpoints": [{"port": "prom-metrics", "path": "/metrics",
+                                              "interval": settings.monitoring.scrape_interval}]}}
+
+
+DASHBOARD_FILE = Path(__file__).resolve().parent / "dashboards" / "nats-jetstream.json"
+
+
+def grafana_dashboard(settings: Settings) -> dict:
+    """The dashboard as a ConfigMap that Grafana's sidecar loads (label `monitoring.dashboardLabel`)."""
+    m = settings.monitoring
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "nats-grafana-dashboard", "namespace": m.dashboard_namespace or settings.namespace,
+                         "labels": {**common_labels("monitoring"), m.dashboard_label: "1"}},
+            "data": {"nats-jetstream.json": DASHBOARD_FILE.read_text()}}
 
 
 def client_service(settings: Settings) -> dict:

@@ -107,6 +107,16 @@ class Backups:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Prometheus scraping of the exporter (port `ports.metrics`) and the Grafana dashboard."""
+    prometheus_operator: bool = False          # also declare a PodMonitor (monitoring.coreos.com/v1)
+    scrape_interval: str = "30s"
+    grafana_dashboard: bool = True             # a ConfigMap for Grafana's dashboard sidecar
+    dashboard_label: str = "grafana_dashboard"  # the sidecar's label (kube-prometheus-stack's default)
+    dashboard_namespace: str | None = None     # default: the NATS namespace
+
+
+@dataclass(frozen=True)
 class Images:
     nats: str
     reloader: str
@@ -134,6 +144,7 @@ class Settings:
     load_balancer: LoadBalancer
     volume_snapshots: VolumeSnapshots
     backups: Backups = field(default_factory=Backups)
+    monitoring: Monitoring = field(default_factory=Monitoring)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -143,7 +154,7 @@ class Settings:
 
 BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups") + CATALOG_KEYS + BACKUP_SECRET_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -310,6 +321,32 @@ def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
     )
 
 
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_PROM_DURATION = re.compile(r"^\d+(ms|s|m|h)$")
+
+
+def _monitoring(raw: Mapping[str, Any]) -> Monitoring:
+    sec = _section(raw, "monitoring", ("prometheusOperator", "scrapeInterval", "grafanaDashboard", "dashboardLabel",
+                                       "dashboardNamespace"))
+    d = Monitoring()
+    flags = {}
+    for key, default in (("prometheusOperator", d.prometheus_operator), ("grafanaDashboard", d.grafana_dashboard)):
+        flags[key] = sec.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise SettingsError(f"{config_key('monitoring.' + key)}: expected true or false, got {flags[key]!r}")
+    ns = sec.get("dashboardNamespace")
+    if ns is not None:
+        ns = _str(ns, "monitoring.dashboardNamespace", _DNS_LABEL, "a namespace name")
+    return Monitoring(
+        prometheus_operator=flags["prometheusOperator"],
+        scrape_interval=_str(sec.get("scrapeInterval", d.scrape_interval), "monitoring.scrapeInterval",
+                             _PROM_DURATION, "a Prometheus duration such as 30s"),
+        grafana_dashboard=flags["grafanaDashboard"],
+        dashboard_label=_str(sec.get("dashboardLabel", d.dashboard_label), "monitoring.dashboardLabel", _LABEL_KEY,
+                             "a Kubernetes label key"),
+        dashboard_namespace=ns)
+
+
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 
@@ -390,6 +427,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         load_balancer=_load_balancer(raw),
         volume_snapshots=_volume_snapshots(raw),
         backups=_backups(raw),
+        monitoring=_monitoring(raw),
     )
     if len(settings.namespace) > 63:
         raise SettingsError(f"{config_key('namespace')}: at most 63 characters")

@@ -7,6 +7,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from tests.test_monitoring import POD_MONITOR_SCHEMA
 from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
 
 KUBERNETES_RELEASES = ["1.30.0", kubernetes_validate.latest_version()]
@@ -40,7 +41,8 @@ CONFIGS = {
     "homelab": stack_config("homelab"),
     "cluster-ip-other-sizes": {**stack_config("homelab"), **encode_config({
         "homelab-nats:loadBalancer": {"ip": None},
-        "homelab-nats:jetstream": {"memoryStore": "256Mi", "fileStore": "50Gi"}})},
+        "homelab-nats:jetstream": {"memoryStore": "256Mi", "fileStore": "50Gi"},
+        "homelab-nats:monitoring": {"prometheusOperator": True}})},
 }
 
 
@@ -53,10 +55,13 @@ def declared_objects(config):
 @pytest.mark.parametrize("release", KUBERNETES_RELEASES)
 def test_every_object_validates_strictly(config_name, release):
     objects = declared_objects(CONFIGS[config_name])
-    assert len(objects) >= 8
+    kinds = {o["kind"] for o in objects}
+    assert {"StatefulSet", "Service", "ConfigMap", "Deployment", "Secret", "CronJob", "PodDisruptionBudget"} <= kinds
     for obj in objects:
         if obj["kind"] == "RecurringJob":
             jsonschema.validate(obj, RECURRING_JOB_SCHEMA)
+        elif obj["kind"] == "PodMonitor":
+            jsonschema.validate(obj, POD_MONITOR_SCHEMA)
         else:
             kubernetes_validate.validate(obj, release, strict=True)
 

@@ -21,6 +21,7 @@ def test_resource_graph(homelab):
     assert kinds == sorted([
         ("kubernetes:core/v1:Namespace", "nats"),
         ("kubernetes:core/v1:ConfigMap", "nats-config"),
+        ("kubernetes:core/v1:ConfigMap", "nats-grafana-dashboard"),
         (SS, "nats"),
         (SVC, "nats-headless"),
         (SVC, "nats"),
@@ -74,7 +75,7 @@ def test_statefulset_matches_the_guide(homelab):
 
 
 def test_config_map_holds_the_rendered_conf(homelab):
-    conf = homelab.one("kubernetes:core/v1:ConfigMap").inputs["data"]["nats.conf"]
+    conf = homelab.one("kubernetes:core/v1:ConfigMap", "nats-config").inputs["data"]["nats.conf"]
     assert "max_memory_store: 1073741824" in conf and "max_file_store: 10737418240" in conf
     assert 'store_dir: "/data"' in conf and "server_name: $SERVER_NAME" in conf
 
@@ -145,7 +146,7 @@ def test_other_configuration_no_load_balancer_other_sizes():
     assert ss["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "local-path"
     nats = ss["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in nats["env"]}["GOMEMLIMIT"] == "901MiB"
-    conf = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]["nats.conf"]
+    conf = run.one("kubernetes:core/v1:ConfigMap", "nats-config").inputs["data"]["nats.conf"]
     assert f"max_memory_store: {256 * 2**20}" in conf and f"max_file_store: {50 * 2**30}" in conf
     assert run.of_type("kubernetes:longhorn.io/v1beta2:RecurringJob") == []
     assert run.warnings == []
