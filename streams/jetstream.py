@@ -63,6 +63,8 @@ class JetStreamClient:
                 await self._nc.close()
         try:
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(timeout=5)
+        except Exception:  # the server may be gone mid-reconnect: closing is best effort
+            pass
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
