@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams import backup_cli, local_mode
+from streams import backup_cli, health_check, local_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_mode.add_parser(sub)
     backup_cli.add_parsers(sub)
+    health_check.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,210 @@
+"""`python -m streams check`: is the deployment healthy and as declared?
+
+In the spirit of `nats server check jetstream`: health endpoint, JetStream limits and how full the
+stores are, every declared stream and consumer present without drift, consumer lag, and a round
+trip through each file-backed stream (publish a probe, read it back, delete it: no probe stays).
+Exit codes: 0 all good, 1 warnings, 2 failures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+import nats
+
+from components.settings import Settings, SettingsError, load_settings
+from streams.backups import close_quietly
+from streams.catalog import CatalogError, StreamSpec, load_catalog
+from streams.local_mode import read_stack_file
+from streams.plan import plan_consumer_change, plan_stream_change
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+EXIT = {OK: 0, WARN: 1, FAIL: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    subject: str     # what was checked: "server", "stream iot-sensors", "consumer iot-sensors/processor"
+    message: str
+
+
+def _http_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+
+
+def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tuple[list[Finding], bool]:
+    """Findings about the server, and whether it is usable at all (reachable, JetStream on)."""
+    found = []
+    try:
+        status, body = _http_json(f"{monitor_url}/healthz?js-enabled-only=true")
+    except OSError as exc:
+        return [Finding(FAIL, "server", f"monitoring endpoint {monitor_url} unreachable: {exc}")], False
+    if status == 200 and body.get("status") == "ok":
+        found.append(Finding(OK, "server", "healthz?js-enabled-only=true: ok"))
+    else:
+        found.append(Finding(FAIL, "server", f"healthz?js-enabled-only=true answered {status}: "
+                                             f"{body.get('error') or body.get('status')}"))
+    _, jsz = _http_json(f"{monitor_url}/jsz")
+    if jsz.get("disabled") or "config" not in jsz:
+        return found + [Finding(FAIL, "jetstream", "JetStream is not enabled on the server")], False
+    cfg = jsz["config"]
+    want = (settings.jetstream.memory_store.bytes, settings.jetstream.file_store.bytes)
+    have = (cfg.get("max_memory"), cfg.get("max_storage"))
+    if have == want:
+        found.append(Finding(OK, "jetstream", f"limits as declared: memory {settings.jetstream.memory_store.text}, "
+                                              f"file {settings.jetstream.file_store.text}"))
+    else:
+        found.append(Finding(FAIL, "jetstream", f"limits differ from the stack: server memory {have[0]} / file "
+                                                f"{have[1]} bytes, declared {want[0]} / {want[1]}"))
+    for store, used, limit in (("memory", jsz.get("memory", 0), have[0]), ("file", jsz.get("storage", 0), have[1])):
+        share = used / limit if limit and limit > 0 else 0.0
+        level = WARN if share >= store_warn else OK
+        found.append(Finding(level, "jetstream", f"{store} store {share:.0%} full ({used} of {limit} bytes)"
+                                                 + (f", above {store_warn:.0%}" if level == WARN else "")))
+    return found, True
+
+
+async def _api(nc, subject: str, body: dict | None = None) -> dict:
+    msg = await nc.request(subject, json.dumps(body).encode() if body is not None else b"", timeout=10)
+    return json.loads(msg.data)
+
+
+def probe_subject(subjects: list[str]) -> str | None:
+    """A subject the stream captures, away from application subjects where it can be."""
+    for s in subjects:
+        tokens = s.split(".")
+        if "*" in tokens or ">" in tokens:
+            return ".".join("_homelab_check" if t in ("*", ">") else t for t in tokens)
+    return subjects[0] if subjects else None
+
+
+async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, round_trip: bool) -> list[Finding]:
+    found = []
+    for spec in specs:
+        where = f"stream {spec.name}"
+        info = await _api(nc, f"$JS.API.STREAM.INFO.{spec.name}")
+        if "error" in info:
+            found.append(Finding(FAIL, where, f"missing on the server ({info['error'].get('description')}); "
+                                              "`pulumi up` (or `make dev` locally) creates it"))
+            continue
+        plan = plan_stream_change(info["config"], spec.config)
+        if plan.changes:
+            found.append(Finding(FAIL, where, f"drift: differs from the declaration in {', '.join(plan.changed)}"))
+        else:
+            found.append(Finding(OK, where, f"as declared ({info['state']['messages']} messages)"))
+        for c in spec.consumers:
+            cwhere = f"consumer {spec.name}/{c.name}"
+            cinfo = await _api(nc, f"$JS.API.CONSUMER.INFO.{spec.name}.{c.name}")
+            if "error" in cinfo:
+                found.append(Finding(FAIL, cwhere, "missing on the server"))
+                continue
+            cplan = plan_consumer_change(cinfo["config"], c.config)
+            if cplan.changes:
+                found.append(Finding(FAIL, cwhere, f"drift: differs from the declaration in {', '.join(cplan.changed)}"))
+            pending, ack_pending = cinfo.get("num_pending", 0), cinfo.get("num_ack_pending", 0)
+            level = WARN if max(pending, ack_pending) > lag_warn else OK
+            found.append(Finding(level, cwhere, f"lag: {pending} pending, {ack_pending} awaiting ack"
+                                                + (f" (above {lag_warn})" if level == WARN else "")))
+        if round_trip and info["config"].get("storage") == "file":
+            found.append(await _round_trip(nc, spec.name, info["config"]))
+    return found
+
+
+async def _round_trip(nc, stream: str, config: dict) -> Finding:
+    where = f"stream {stream}"
+    subject = probe_subject(config.get("subjects") or [])
+    if subject is None:
+        return Finding(OK, where, "round trip skipped: the stream has no subjects of its own (mirror or sourced)")
+    if config.get("deny_delete") or config.get("sealed"):
+        return Finding(WARN, where, "round trip skipped: the stream denies deletes, a probe could not be removed")
+    token = uuid.uuid4().hex.encode()
+    ack = json.loads((await nc.request(subject, token, timeout=10, headers={"Nats-Msg-Id": token.decode()})).data)
+    if "error" in ack:
+        return Finding(FAIL, where, f"round trip: publish to {subject} refused: {ack['error'].get('description')}")
+    seq = ack["seq"]
+    got = await _api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq})
+    deleted = await _api(nc, f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True})
+    if "error" in deleted:
+        return Finding(FAIL, where, f"round trip: probe {seq} could not be deleted: {deleted['error'].get('description')}")
+    import base64
+    if "error" in got or base64.b64decode(got["message"].get("data", "")) != token:
+        return Finding(FAIL, where, f"round trip: probe {seq} on {subject} did not read back")
+    return Finding(OK, where, f"round trip: published, read back and removed a probe on {subject}")
+
+
+async def run_checks(server: str, monitor_url: str, settings: Settings, specs: tuple[StreamSpec, ...], *,
+                     store_warn: float = 0.8, lag_warn: int = 1000, round_trip: bool = True) -> list[Finding]:
+    findings, usable = await asyncio.to_thread(check_server, monitor_url, settings, store_warn)
+    if not usable:
+        return findings  # nothing further can be checked without a reachable server with JetStream
+    try:
+        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 10)
+    except Exception as exc:
+        return findings + [Finding(FAIL, "server", f"cannot connect to {server}: {exc}; use --server or NATS_URL")]
+    try:
+        findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
+    finally:
+        await close_quietly(nc)
+    return findings
+
+
+def overall(findings: list[Finding]) -> str:
+    levels = {f.level for f in findings}
+    return FAIL if FAIL in levels else WARN if WARN in levels else OK
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("check", help="is the deployment healthy and as declared?", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stack", default="homelab", help="stack file with the declarations (default homelab)")
+    p.add_argument("--server", help="NATS URL (default: NATS_URL, else the stack's client URL)")
+    p.add_argument("--monitor", help="monitoring URL (default: the server's host on the stack's monitoring port)")
+    p.add_argument("--store-warn", type=float, default=0.8, help="warn when a store is this full (default 0.8)")
+    p.add_argument("--lag-warn", type=int, default=1000, help="warn above this many pending messages (default 1000)")
+    p.add_argument("--no-round-trip", action="store_true", help="skip the publish/read/delete probe")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_check)
+
+
+def cmd_check(args) -> int:
+    import os
+    try:
+        raw = read_stack_file(args.stack)
+        settings = load_settings(raw)
+        specs = load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+    except (SettingsError, CatalogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = args.server or os.environ.get("NATS_URL")
+    if not server:
+        if not settings.load_balancer.enabled:
+            print("error: no load balancer in this stack: pass --server or set NATS_URL", file=sys.stderr)
+            return 2
+        server = f"nats://{settings.load_balancer.ip}:{settings.ports.client}"
+    monitor = args.monitor or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}"
+    findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,
+                                      lag_warn=args.lag_warn, round_trip=not args.no_round_trip))
+    status = overall(findings)
+    if args.json:
+        print(json.dumps({"status": status, "server": server, "monitor": monitor,
+                          "findings": [asdict(f) for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            print(f"{f.level.upper():4s} {f.subject}: {f.message}")
+        print(f"overall: {status.upper()}")
+    return EXIT[status]
