@@ -115,12 +115,19 @@ def cmd_backup(args) -> int:
     return asyncio.run(_backup_all(args, store))
 
 
-async def _backup_all(args, store: BackupStore) -> int:
+async def _connect(args):
+    """The NATS connection for a command, or None after saying why (fail fast: no reconnects)."""
     server = args.server or default_server()
     try:
-        nc = await nats.connect(server, connect_timeout=5, max_reconnect_attempts=0)
+        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 15)
     except Exception as exc:
         _fail(f"cannot connect to NATS at {server}: {exc}; use --server or NATS_URL")
+        return None
+
+
+async def _backup_all(args, store: BackupStore) -> int:
+    nc = await _connect(args)
+    if nc is None:
         return FAILED
     status = OK
     try:
@@ -170,11 +177,8 @@ def cmd_restore(args) -> int:
         return FAILED
 
     async def go() -> int:
-        server = args.server or default_server()
-        try:
-            nc = await nats.connect(server, connect_timeout=5, max_reconnect_attempts=0)
-        except Exception as exc:
-            _fail(f"cannot connect to NATS at {server}: {exc}; use --server or NATS_URL")
+        nc = await _connect(args)
+        if nc is None:
             return FAILED
         try:
             with _bar(f"restore {args.stream}", ref.size) as bar:

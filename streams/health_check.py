@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -19,10 +21,10 @@ from urllib.parse import urlparse
 
 import nats
 
-from components.settings import Settings, SettingsError, load_settings
+from components.settings import Settings, SettingsError
 from streams.backups import close_quietly
-from streams.catalog import CatalogError, StreamSpec, load_catalog
-from streams.local_mode import read_stack_file
+from streams.catalog import CatalogError, StreamSpec
+from streams.local_mode import load_stack
 from streams.plan import plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -141,7 +143,6 @@ async def _round_trip(nc, stream: str, config: dict) -> Finding:
     deleted = await _api(nc, f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True})
     if "error" in deleted:
         return Finding(FAIL, where, f"round trip: probe {seq} could not be deleted: {deleted['error'].get('description')}")
-    import base64
     if "error" in got or base64.b64decode(got["message"].get("data", "")) != token:
         return Finding(FAIL, where, f"round trip: probe {seq} on {subject} did not read back")
     return Finding(OK, where, f"round trip: published, read back and removed a probe on {subject}")
@@ -182,11 +183,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    import os
     try:
-        raw = read_stack_file(args.stack)
-        settings = load_settings(raw)
-        specs = load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+        settings, specs = load_stack(args.stack)
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

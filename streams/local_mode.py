@@ -36,6 +36,13 @@ def read_stack_file(stack: str, root: Path = ROOT) -> dict:
     return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
 
 
+def load_stack(stack: str):
+    """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would."""
+    raw = read_stack_file(stack)
+    settings = load_settings(raw)
+    return settings, load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("dev", help="run the stack's NATS locally (rendered config, stream catalog)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,9 +57,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
-        raw = read_stack_file(args.stack)
-        settings = load_settings(raw)
-        catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+        settings, catalog = load_stack(args.stack)
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

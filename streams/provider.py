@@ -85,6 +85,22 @@ class _JetStreamProvider(ResourceProvider):
     def configure(self, req: ConfigureRequest) -> None:
         self._connection = connection_from_config(req.config.get)
 
+    def _wire(self, props: dict) -> dict:
+        raise NotImplementedError
+
+    # Inputs that may still be unknown at preview without blocking validation of the rest.
+    _MAY_BE_UNKNOWN: tuple[str, ...] = ()
+
+    def check(self, _olds: dict, news: dict) -> CheckResult:
+        """Offline validation of the declaration; a failure names the key as the user wrote it."""
+        if _has_unknown({k: v for k, v in news.items() if k not in self._MAY_BE_UNKNOWN}):
+            return CheckResult(news, [])
+        try:
+            self._wire(news)
+        except CatalogError as exc:
+            return CheckResult(news, [CheckFailure(exc.key or "name", str(exc))])
+        return CheckResult(news, [])
+
     def _client(self) -> JetStreamClient:
         connection: ConnectionSettings | None = getattr(self, "_connection", None)
         if connection is None:  # configure was not called (direct use): environment and defaults
@@ -97,15 +113,6 @@ class StreamProvider(_JetStreamProvider):
     def _wire(self, props: dict) -> dict:
         return stream_wire_config(props["name"], _declared(props, STREAM_KEYS + ("allowDataLoss",)),
                                   max_replicas=_int(props.get("jetstreamServers"), 1))
-
-    def check(self, _olds: dict, news: dict) -> CheckResult:
-        if _has_unknown(news):
-            return CheckResult(news, [])
-        try:
-            self._wire(news)
-        except CatalogError as exc:
-            return CheckResult(news, [CheckFailure(exc.key or "name", str(exc))])
-        return CheckResult(news, [])
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         if olds.get("name") != news.get("name"):
@@ -221,20 +228,13 @@ def _camel(fields, wire_key: str) -> str:
 
 
 class ConsumerProvider(_JetStreamProvider):
+    _MAY_BE_UNKNOWN = ("streamSubjects",)
+
     def _wire(self, props: dict) -> dict:
         subjects = props.get("streamSubjects")
         return consumer_wire_config(props["stream"], props["name"], _declared(props, CONSUMER_KEYS),
                                     stream_subjects=None if _has_unknown(subjects) else subjects,
                                     max_replicas=_int(props.get("streamReplicas"), 1))
-
-    def check(self, _olds: dict, news: dict) -> CheckResult:
-        if _has_unknown({k: v for k, v in news.items() if k != "streamSubjects"}):
-            return CheckResult(news, [])
-        try:
-            self._wire(news)
-        except CatalogError as exc:
-            return CheckResult(news, [CheckFailure(exc.key or "name", str(exc))])
-        return CheckResult(news, [])
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         for key in ("stream", "name"):
