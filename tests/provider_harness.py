@@ -10,7 +10,6 @@ import nats
 from pulumi.dynamic import Config, ConfigureRequest
 
 from streams.catalog import load_catalog
-from streams.provider import ConsumerProvider, StreamProvider
 from streams.resources import consumer_props, stream_props
 
 PROJECT = "homelab-nats"
