@@ -151,16 +151,6 @@ class JetStreamClient:
                 return False
             raise
 
-    async def stream_names(self) -> list[str]:
-        names, offset = [], 0
-        while True:
-            page = await self.request("$JS.API.STREAM.NAMES", {"offset": offset})
-            batch = page.get("streams") or []
-            names += batch
-            offset += len(batch)
-            if not batch or offset >= page.get("total", 0):
-                return names
-
     # -- consumers
     async def consumer_info(self, stream: str, name: str) -> dict | None:
         try:
