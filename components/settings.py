@@ -186,6 +186,12 @@ def _int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> i
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{config_key(key)}: expected true or false, got {value!r}")
+    return value
+
+
 def _str(value: Any, key: str, pattern: re.Pattern[str], what: str) -> str:
     if not isinstance(value, str) or not pattern.match(value):
         raise SettingsError(f"{config_key(key)}: {value!r} is not {what}")
@@ -306,9 +312,7 @@ def _images(raw: Mapping[str, Any]) -> Images:
 def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
     sec = _section(raw, "volumeSnapshots", ("enabled", "cron", "retain", "concurrency", "group"))
     d = VolumeSnapshots()
-    enabled = sec.get("enabled", d.enabled)
-    if not isinstance(enabled, bool):
-        raise SettingsError(f"{config_key('volumeSnapshots.enabled')}: expected true or false, got {enabled!r}")
+    enabled = _bool(sec.get("enabled", d.enabled), "volumeSnapshots.enabled")
     cron = sec.get("cron", d.cron)
     if not isinstance(cron, str) or len(cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in cron.split()):
         raise SettingsError(f"{config_key('volumeSnapshots.cron')}: {cron!r} is not a 5-field cron schedule "
@@ -329,19 +333,14 @@ def _monitoring(raw: Mapping[str, Any]) -> Monitoring:
     sec = _section(raw, "monitoring", ("prometheusOperator", "scrapeInterval", "grafanaDashboard", "dashboardLabel",
                                        "dashboardNamespace"))
     d = Monitoring()
-    flags = {}
-    for key, default in (("prometheusOperator", d.prometheus_operator), ("grafanaDashboard", d.grafana_dashboard)):
-        flags[key] = sec.get(key, default)
-        if not isinstance(flags[key], bool):
-            raise SettingsError(f"{config_key('monitoring.' + key)}: expected true or false, got {flags[key]!r}")
     ns = sec.get("dashboardNamespace")
     if ns is not None:
         ns = _str(ns, "monitoring.dashboardNamespace", _DNS_LABEL, "a namespace name")
     return Monitoring(
-        prometheus_operator=flags["prometheusOperator"],
+        prometheus_operator=_bool(sec.get("prometheusOperator", d.prometheus_operator), "monitoring.prometheusOperator"),
         scrape_interval=_str(sec.get("scrapeInterval", d.scrape_interval), "monitoring.scrapeInterval",
                              _PROM_DURATION, "a Prometheus duration such as 30s"),
-        grafana_dashboard=flags["grafanaDashboard"],
+        grafana_dashboard=_bool(sec.get("grafanaDashboard", d.grafana_dashboard), "monitoring.grafanaDashboard"),
         dashboard_label=_str(sec.get("dashboardLabel", d.dashboard_label), "monitoring.dashboardLabel", _LABEL_KEY,
                              "a Kubernetes label key"),
         dashboard_namespace=ns)
@@ -358,9 +357,7 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
     sec = _section(raw, "backups", ("enabled", "schedule", "bucket", "prefix", "endpoint", "streams", "keep",
                                     "maxAge"))
     d = Backups()
-    enabled = sec.get("enabled", d.enabled)
-    if not isinstance(enabled, bool):
-        raise SettingsError(f"{config_key('backups.enabled')}: expected true or false, got {enabled!r}")
+    enabled = _bool(sec.get("enabled", d.enabled), "backups.enabled")
     schedule = sec.get("schedule", d.schedule)
     if not isinstance(schedule, str) or len(schedule.split()) != 5 or not all(_CRON_FIELD.match(f) for f in schedule.split()):
         raise SettingsError(f"{config_key('backups.schedule')}: {schedule!r} is not a 5-field cron schedule such as "
