@@ -7,15 +7,19 @@ import pulumi
 from components.backup_job import backup_streams
 from components.connection import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
-from components.settings import load_settings
+from components.settings import SettingsError, load_settings
 from components.stack_config import read_backup_credentials, read_stack_config
-from streams.catalog import load_catalog
+from streams.catalog import CatalogError, catalog_warnings, load_catalog
 from streams.resources import declare_catalog
 
-config = read_stack_config()
-settings = load_settings(config)
-catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas)
-for warning in settings.warnings:
+try:
+    config = read_stack_config()
+    settings = load_settings(config)
+    catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas,
+                           store_limits=settings.jetstream.store_limits)
+except (SettingsError, CatalogError) as exc:
+    raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
+for warning in [*settings.warnings, *catalog_warnings(catalog)]:
     pulumi.log.warn(warning)
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))

@@ -67,6 +67,11 @@ class JetStream:
     store_dir: str = "/data"
 
     @property
+    def store_limits(self) -> dict[str, int]:
+        """Bytes per JetStream store, as the catalog checks stream reservations against them."""
+        return {"file": self.file_store.value, "memory": self.memory_store.value}
+
+    @property
     def data_dir(self) -> str:
         """Where the server keeps its files: it appends `jetstream` to store_dir."""
         return self.store_dir.rstrip("/") + "/jetstream"

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
+from streams.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
+                           check_workqueue_partition, consumer_filters, fill_consumer_defaults, fill_stream_defaults)
+from streams.subjects import name_problem, subject_problem, subjects_overlap
 from streams.units import UnitError, format_duration, parse_duration, parse_size
 
 # Keys that steer the provider rather than the server.
-STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers")
+STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers", "renamedFrom")
+CONSUMER_CONTROL_KEYS = ("allowDataLoss",)
 # Metadata key the provider stamps on objects it manages: it tells "ours, being replaced" from
 # "made with the nats CLI, being adopted". Never shown as a difference.
 MANAGED_BY_KEY = "homelab-nats.managed-by"
@@ -98,7 +101,7 @@ def _subject(v):
     return v
 
 
-def _subjects(v):
+def _subject_list(v):
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not v:
@@ -106,6 +109,11 @@ def _subjects(v):
     out = [_subject(s) for s in v]
     if len(set(out)) != len(out):
         raise _Bad(f"lists a subject twice: {out}")
+    return out
+
+
+def _subjects(v):
+    out = _subject_list(v)
     for i, a in enumerate(out):
         for b in out[i + 1:]:
             if subjects_overlap(a, b):
@@ -158,6 +166,8 @@ def _parse_server_time(text: str) -> datetime:
 
 
 def _percent(v):
+    if isinstance(v, float) and v.is_integer():  # YAML `50` can arrive as 50.0 through the engine
+        v = int(v)
     text = str(v).strip().rstrip("%") if isinstance(v, (str, int)) and not isinstance(v, bool) else None
     if text is None or not text.isdigit() or not 0 <= int(text) <= 100:
         raise _Bad(f"{v!r} is not a percentage from 0 to 100 such as \"10%\"")
@@ -165,6 +175,12 @@ def _percent(v):
 
 
 def _same(v):
+    return v
+
+
+def _names(v):
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise _Bad(f"expected a list of names such as [jobs], got {v!r}")
     return v
 
 
@@ -223,6 +239,8 @@ _source_fields = (
     Field("filterSubject", "filter_subject", _subject),
     Field("subjectTransforms", "subject_transforms", *_list_of(_transform)),
     Field("external", "external", *_external),
+    Field("consumer", "consumer", *_object((Field("name", "name", _str),
+                                           Field("deliverSubject", "deliver_subject", _str)))),
 )
 _source = _object(_source_fields, required=("name",))
 
@@ -253,6 +271,10 @@ STREAM_FIELDS: tuple[Field, ...] = (
     Field("subjectDeleteMarkerTtl", "subject_delete_marker_ttl", _duration, format_duration),
     Field("allowMsgCounter", "allow_msg_counter", _bool),
     Field("allowAtomic", "allow_atomic", _bool),
+    Field("allowBatched", "allow_batched", _bool),
+    Field("allowMsgSchedules", "allow_msg_schedules", _bool),
+    Field("persistMode", "persist_mode", _enum("default", "async")),
+    Field("sealed", "sealed", _bool),
     Field("metadata", "metadata", _metadata),
     Field("republish", "republish", *_object((Field("source", "src", _subject), Field("destination", "dest", _str),
                                                Field("headersOnly", "headers_only", _bool)),
@@ -270,12 +292,12 @@ STREAM_FIELDS: tuple[Field, ...] = (
 CONSUMER_FIELDS: tuple[Field, ...] = (
     Field("description", "description", _str),
     Field("filterSubject", "filter_subject", _subject),
-    Field("filterSubjects", "filter_subjects", _subjects),
+    Field("filterSubjects", "filter_subjects", _subject_list),
     Field("deliverPolicy", "deliver_policy", _enum("all", "last", "new", "by_start_sequence", "by_start_time",
                                                    "last_per_subject")),
     Field("optStartSeq", "opt_start_seq", _int(1)),
     Field("optStartTime", "opt_start_time", _time),
-    Field("ackPolicy", "ack_policy", _enum("explicit", "all", "none")),
+    Field("ackPolicy", "ack_policy", _enum("explicit", "all", "none", "flow_control")),
     Field("ackWait", "ack_wait", _duration, format_duration),
     Field("maxDeliver", "max_deliver", _int(1, unlimited=True)),
     Field("backoff", "backoff", _durations, lambda w: [format_duration(x) for x in w]),
@@ -296,8 +318,12 @@ CONSUMER_FIELDS: tuple[Field, ...] = (
     Field("idleHeartbeat", "idle_heartbeat", _duration, format_duration),
     Field("flowControl", "flow_control", _bool),
     Field("rateLimit", "rate_limit_bps", _int(1)),
+    Field("pauseUntil", "pause_until", _time),
+    Field("priorityPolicy", "priority_policy", _enum("none", "overflow", "pinned_client", "prioritized")),
+    Field("priorityGroups", "priority_groups", _names),
+    Field("priorityTimeout", "priority_timeout", _duration, format_duration),
 )
-PULL_ONLY = ("maxWaiting", "maxBatch", "maxExpires", "maxBytes")
+PULL_ONLY = ("maxWaiting", "maxBatch", "maxExpires", "maxBytes", "priorityGroups", "priorityTimeout")
 PUSH_ONLY = ("deliverGroup", "idleHeartbeat", "flowControl", "rateLimit")
 
 
@@ -329,6 +355,15 @@ def _to_wire(decl: Mapping[str, Any], fields: Mapping[str, Field], where: str, s
     return wire
 
 
+def check_declared_values(where: str, decl: Mapping[str, Any], *, kind: str) -> None:
+    """Each declared value on its own (type, unit, syntax): what can be checked while other values of the
+    declaration are still unknown at preview."""
+    if kind == "stream":
+        _to_wire(decl, _STREAM_BY_CAMEL, where, STREAM_CONTROL_KEYS)
+    else:
+        _to_wire(decl, _CONSUMER_BY_CAMEL, where, CONSUMER_CONTROL_KEYS)
+
+
 def _from_wire(config: Mapping[str, Any], fields: tuple[Field, ...]) -> dict:
     by_wire = {f.wire: f for f in fields}
     out = {}
@@ -350,16 +385,28 @@ def consumer_where(stream: str, name: str) -> str:
     return f"consumer {name!r} of stream {stream!r}"
 
 
-def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int = 1) -> dict:
-    """The JetStream API config for a stream declaration; raises CatalogError naming the key."""
+def _flag(decl: Mapping[str, Any], key: str, where: str) -> None:
+    if key in decl and decl[key] is not None and not isinstance(decl[key], bool):
+        raise CatalogError(where, key, f"expected true or false, got {decl[key]!r}")
+
+
+def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int = 1,
+                       creating: bool | None = None) -> dict:
+    """The JetStream API config for a stream declaration; raises CatalogError naming the key.
+
+    Values the server would fill in by itself (a duplicate window no longer than maxAge, a republish
+    source of `>`) are written in, so pedantic mode accepts the declaration and what runs is what is
+    declared. Every rule nats-server applies to one stream config is checked here (streams.rules)."""
     where = stream_where(name)
     problem = name_problem(name)
     if problem:
         raise CatalogError(where, None, f"the name {problem}")
     cfg = _to_wire(decl, _STREAM_BY_CAMEL, where, STREAM_CONTROL_KEYS)
     for key in ("allowDataLoss", "protect"):
-        if key in decl and not isinstance(decl[key], bool):
-            raise CatalogError(where, key, f"expected true or false, got {decl[key]!r}")
+        _flag(decl, key, where)
+    renamed_from = decl.get("renamedFrom")
+    if renamed_from is not None and (name_problem(renamed_from) or renamed_from == name):
+        raise CatalogError(where, "renamedFrom", f"expected the stream's previous name, got {renamed_from!r}")
     cfg["name"] = name
     if cfg.get("num_replicas", 1) > max_replicas:
         raise CatalogError(where, "replicas", f"{cfg['num_replicas']} replicas need {cfg['num_replicas']} JetStream "
@@ -369,14 +416,11 @@ def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int 
     if "mirror" not in cfg and "sources" not in cfg and "subjects" not in cfg:
         raise CatalogError(where, "subjects", "missing: declare the subjects the stream captures, e.g. "
                                               "subjects: [\"sensors.>\"]")
-    if cfg.get("discard_new_per_subject") and (cfg.get("discard") != "new" or cfg.get("max_msgs_per_subject", -1) < 1):
-        raise CatalogError(where, "discardNewPerSubject", "needs discard: new and maxMsgsPerSubject")
-    if cfg.get("subject_delete_marker_ttl") and not cfg.get("allow_msg_ttl"):
-        raise CatalogError(where, "subjectDeleteMarkerTtl", "needs allowMsgTtl: true")
-    max_age, window = cfg.get("max_age", 0), cfg.get("duplicate_window")
-    if window is not None and max_age and window > max_age:
-        raise CatalogError(where, "duplicateWindow", f"{format_duration(window)} is longer than maxAge "
-                                                     f"{format_duration(max_age)}")
+    fill_stream_defaults(cfg)
+    try:
+        check_stream_rules(cfg, creating=creating)
+    except RuleBroken as exc:
+        raise CatalogError(where, exc.key, exc.problem) from None
     return cfg
 
 
@@ -388,15 +432,18 @@ def stream_declaration(config: Mapping[str, Any]) -> dict:
 # ---------------------------------------------------------------- consumers
 
 def consumer_wire_config(stream: str, name: str, decl: Mapping[str, Any], *,
-                         stream_subjects: list[str] | None = None, max_replicas: int = 1) -> dict:
+                         context: StreamContext | None = None) -> dict:
     """The JetStream API config for a consumer declaration; raises CatalogError naming the key.
 
-    Unset ackPolicy is `explicit`, as `nats consumer add --defaults` makes it."""
+    Unset ackPolicy is `explicit`, as `nats consumer add --defaults` makes it. `context` is what the stack
+    knows of the stream (subjects, replicas, retention, consumer limits); without it only the consumer's
+    own rules are checked. Limits the server would inherit from the stream are written in."""
     where = consumer_where(stream, name)
     problem = name_problem(name)
     if problem:
         raise CatalogError(where, None, f"the name {problem}")
-    cfg = _to_wire(decl, _CONSUMER_BY_CAMEL, where, ())
+    cfg = _to_wire(decl, _CONSUMER_BY_CAMEL, where, CONSUMER_CONTROL_KEYS)
+    _flag(decl, "allowDataLoss", where)
     cfg = {"durable_name": name, "ack_policy": "explicit", **cfg}
     push = "deliver_subject" in cfg
     for key in (PULL_ONLY if push else PUSH_ONLY):
@@ -436,21 +483,27 @@ def consumer_wire_config(stream: str, name: str, decl: Mapping[str, Any], *,
         raise CatalogError(where, "flowControl", "needs idleHeartbeat (e.g. 5s)")
     if cfg.get("deliver_group") and cfg.get("flow_control"):
         raise CatalogError(where, "flowControl", "cannot be used with a deliverGroup (queue push consumer)")
-    if cfg.get("num_replicas", 0) > max_replicas:
+    if context is not None and cfg.get("num_replicas", 0) > context.replicas:
         raise CatalogError(where, "replicas", f"{cfg['num_replicas']} is more than the stream's or deployment's "
-                                              f"{max_replicas}")
-    filters = cfg.get("filter_subjects") or ([cfg["filter_subject"]] if "filter_subject" in cfg else [])
-    if stream_subjects:
-        for f in filters:
-            if not any(subject_is_subset(f, s) for s in stream_subjects):
-                raise CatalogError(where, "filterSubjects" if "filter_subjects" in cfg else "filterSubject",
-                                   f"{f!r} is outside the stream's subjects {stream_subjects}; the consumer "
-                                   "would never receive anything")
+                                              f"{context.replicas}")
+    if context is not None:
+        fill_consumer_defaults(cfg, context)
+    try:
+        check_consumer_rules(cfg, context or StreamContext())
+    except RuleBroken as exc:
+        raise CatalogError(where, exc.key, exc.problem) from None
     return cfg
 
 
 def consumer_declaration(config: Mapping[str, Any]) -> dict:
     return _from_wire(config, CONSUMER_FIELDS)
+
+
+def filters_receiving_nothing(cfg: Mapping[str, Any], stream_subjects: list[str] | tuple[str, ...]) -> list[str]:
+    """Filters that match none of the stream's subjects (valid for the server, but never delivering)."""
+    if not stream_subjects:
+        return []
+    return [f for f in consumer_filters(cfg) if not any(subjects_overlap(f, s) for s in stream_subjects)]
 
 
 # ---------------------------------------------------------------- the whole catalog
@@ -461,6 +514,8 @@ class ConsumerSpec:
     name: str
     declaration: dict
     config: dict
+    context: StreamContext = field(default_factory=StreamContext)
+    stream_allows_data_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -473,26 +528,42 @@ class StreamSpec:
     consumers: tuple[ConsumerSpec, ...] = field(default=())
 
 
-def load_catalog(streams: Any, *, max_replicas: int = 1) -> tuple[StreamSpec, ...]:
-    """Validate the `streams` stack config key (a map of stream name -> declaration) as a whole."""
+def load_catalog(streams: Any, *, max_replicas: int = 1,
+                 store_limits: Mapping[str, int] | None = None) -> tuple[StreamSpec, ...]:
+    """Validate the `streams` stack config key (a map of stream name -> declaration) as a whole: each
+    object's own rules, and the rules that span objects (subjects shared by two streams, consumers that
+    do not partition a workqueue stream, renames, stream sizes against the JetStream stores)."""
     if streams is None:
         return ()
     if not isinstance(streams, Mapping):
         raise CatalogError("homelab-nats:streams", None, "expected a map of stream names to settings")
     specs = []
     for name, decl in streams.items():
-        cfg = stream_wire_config(name, decl or {}, max_replicas=max_replicas)
-        consumers_decl = (decl or {}).get("consumers") or {}
+        decl = decl or {}
+        cfg = stream_wire_config(name, decl, max_replicas=max_replicas)
+        consumers_decl = decl.get("consumers") or {}
         if not isinstance(consumers_decl, Mapping):
             raise CatalogError(stream_where(name), "consumers", "expected a map of consumer names to settings")
-        replicas = min(cfg.get("num_replicas", 1), max_replicas)
+        context = StreamContext.of(cfg, max_replicas=max_replicas)
+        allow_loss = bool(decl.get("allowDataLoss", False))
         consumers = tuple(
-            ConsumerSpec(name, cname, dict(cdecl or {}),
-                         consumer_wire_config(name, cname, cdecl or {}, stream_subjects=cfg.get("subjects"),
-                                              max_replicas=replicas))
+            ConsumerSpec(name, cname, dict(cdecl or {}), consumer_wire_config(name, cname, cdecl or {}, context=context),
+                         context, allow_loss)
             for cname, cdecl in consumers_decl.items())
+        if cfg.get("retention") == "workqueue":
+            clash = check_workqueue_partition([(c.name, c.config) for c in consumers])
+            if clash:
+                raise CatalogError(consumer_where(name, clash[1]), "filterSubject",
+                                   f"overlaps consumer {clash[0]!r} (or one has no filter): consumers of a workqueue "
+                                   "stream must each take their own filter subjects")
         specs.append(StreamSpec(name, {k: v for k, v in decl.items() if k != "consumers"}, cfg,
-                                bool(decl.get("allowDataLoss", False)), bool(decl.get("protect", False)), consumers))
+                                allow_loss, bool(decl.get("protect", False)), consumers))
+    names = {s.name for s in specs}
+    for spec in specs:
+        old = spec.declaration.get("renamedFrom")
+        if old in names:
+            raise CatalogError(stream_where(spec.name), "renamedFrom",
+                               f"{old!r} is still declared; remove its declaration to rename it")
     for i, a in enumerate(specs):
         for b in specs[i + 1:]:
             for sa in a.config.get("subjects", []):
@@ -501,4 +572,34 @@ def load_catalog(streams: Any, *, max_replicas: int = 1) -> tuple[StreamSpec, ..
                         raise CatalogError(stream_where(b.name), "subjects",
                                            f"{sb!r} overlaps {sa!r} of stream {a.name!r}; the server refuses "
                                            "two streams capturing the same subject")
+    if store_limits:
+        _check_store_reservations(specs, store_limits)
     return tuple(specs)
+
+
+def _check_store_reservations(specs: list[StreamSpec], store_limits: Mapping[str, int]) -> None:
+    """A stream's maxBytes is reserved in its store when it is created; the server refuses a stream whose
+    reservation does not fit (10047, insufficient storage resources)."""
+    used = {"file": 0, "memory": 0}
+    for spec in specs:
+        storage, max_bytes = spec.config.get("storage", "file"), spec.config.get("max_bytes", -1)
+        if max_bytes <= 0 or storage not in store_limits:
+            continue
+        used[storage] += max_bytes
+        if used[storage] > store_limits[storage]:
+            key = "jetstream.fileStore" if storage == "file" else "jetstream.memoryStore"
+            raise CatalogError(stream_where(spec.name), "maxBytes",
+                               f"the {storage} streams' maxBytes add up to {used[storage]} bytes, more than the "
+                               f"{storage} store ({store_limits[storage]} bytes, homelab-nats:{key}); lower maxBytes "
+                               "or grow the store")
+
+
+def catalog_warnings(specs: tuple[StreamSpec, ...]) -> list[str]:
+    """Valid declarations that are probably mistakes: shown by `pulumi preview`, never refused."""
+    out = []
+    for spec in specs:
+        for c in spec.consumers:
+            for f in filters_receiving_nothing(c.config, spec.config.get("subjects") or []):
+                out.append(f"{consumer_where(spec.name, c.name)}: filter {f!r} matches none of the stream's subjects "
+                           f"{spec.config.get('subjects')}; the consumer will never receive anything")
+    return out

@@ -40,7 +40,8 @@ def load_stack(stack: str):
     """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would."""
     raw = read_stack_file(stack)
     settings = load_settings(raw)
-    return settings, load_catalog(raw.get("streams"), max_replicas=settings.replicas)
+    return settings, load_catalog(raw.get("streams"), max_replicas=settings.replicas,
+                                  store_limits=settings.jetstream.store_limits)
 
 
 def add_parser(sub) -> None:

@@ -25,7 +25,7 @@ CONSUMER_DEFAULTS = {"deliver_policy": "all", "ack_policy": "none", "max_deliver
 
 def _canonical(value: Any, key: str = "") -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
-        if isinstance(value, str) and key.endswith("opt_start_time"):
+        if isinstance(value, str) and key in ("opt_start_time", "pause_until"):
             return canonical_time(value)
         return value
     if isinstance(value, float) and value.is_integer():
@@ -50,8 +50,15 @@ def normalize_stream(config: Mapping[str, Any]) -> dict:
     out = {**STREAM_DEFAULTS, **cfg}
     if "subjects" not in out and "mirror" not in out and "sources" not in out:
         out["subjects"] = [out["name"]]
-    if "duplicate_window" not in out:
+    if "duplicate_window" not in out and "mirror" not in out and "sources" not in out:
         out["duplicate_window"] = min(120 * SECOND, out["max_age"]) if out["max_age"] else 120 * SECOND
+    if out.get("persist_mode") == "default":
+        del out["persist_mode"]  # the server omits the default
+    if out.get("republish") and "src" not in out["republish"]:
+        out["republish"] = {**out["republish"], "src": ">"}
+    if out.get("sealed"):  # what sealing sets, even in pedantic mode (nats-server configUpdateCheckLocked)
+        out.update(max_age=0, discard="new", deny_delete=True, deny_purge=True)
+        out.pop("allow_rollup_hdrs", None)
     return out
 
 
@@ -73,6 +80,10 @@ def normalize_consumer(config: Mapping[str, Any], *, stream_max_ack_pending: int
         out["sample_freq"] = str(out["sample_freq"]).rstrip("%") + "%"
     if out.get("filter_subjects") and len(out["filter_subjects"]) == 1 and not out.get("filter_subject"):
         out["filter_subject"] = out.pop("filter_subjects")[0]  # the server stores one filter singly
+    if out.get("priority_policy") == "none":
+        del out["priority_policy"]  # the server omits the default
+    if out.get("priority_policy") == "pinned_client":
+        out.setdefault("priority_timeout", 120 * SECOND)  # JsDefaultPinnedTTL
     return out
 
 
@@ -92,6 +103,13 @@ def _changed(current: dict, desired: dict) -> tuple[str, ...]:
     return tuple(sorted(k for k in set(current) | set(desired) if current.get(k) != desired.get(k)))
 
 
+IRREVERSIBLE_STREAM_FLAGS = (("deny_delete", "denyDelete"), ("deny_purge", "denyPurge"), ("sealed", "sealed"),
+                             ("allow_msg_ttl", "allowMsgTtl"), ("allow_msg_schedules", "allowMsgSchedules"))
+# Wire keys whose change can force a replacement: an unknown value there at preview may mean one.
+STREAM_REPLACE_KEYS = ("name", "storage", "retention", "mirror", "allow_msg_counter", "persist_mode",
+                       *(k for k, _ in IRREVERSIBLE_STREAM_FLAGS))
+
+
 def _stream_replace_reasons(cur: dict, new: dict) -> list[tuple[str, str]]:
     reasons = []
     if cur.get("name") != new.get("name"):
@@ -101,13 +119,16 @@ def _stream_replace_reasons(cur: dict, new: dict) -> list[tuple[str, str]]:
     if cur["retention"] != new["retention"] and "workqueue" in (cur["retention"], new["retention"]):
         reasons.append(("retention", f"retention: {cur['retention']} -> {new['retention']} (to or from workqueue) "
                                      "cannot change in place"))
-    for flag, what in (("deny_delete", "denyDelete"), ("deny_purge", "denyPurge"), ("sealed", "sealed"),
-                       ("allow_msg_ttl", "allowMsgTtl"), ("allow_msg_schedules", "allowMsgSchedules")):
+    for flag, what in IRREVERSIBLE_STREAM_FLAGS:
         if cur.get(flag) and not new.get(flag):
             reasons.append((flag, f"{what}: true -> false is refused by the server"))
-    for key, what in (("mirror", "mirror"), ("allow_msg_counter", "allowMsgCounter"), ("persist_mode", "persistMode")):
+    for key, what in (("allow_msg_counter", "allowMsgCounter"), ("persist_mode", "persistMode")):
         if cur.get(key) != new.get(key):
             reasons.append((key, f"{what}: cannot change after creation"))
+    # A mirror cannot be added or changed; removing it promotes the mirror to a normal stream in place.
+    if new.get("mirror") is not None and cur.get("mirror") != new.get("mirror"):
+        reasons.append(("mirror", "mirror: cannot be added or changed after creation (removing it promotes the "
+                                  "mirror in place)"))
     return reasons
 
 
@@ -126,7 +147,7 @@ def plan_stream_change(current: Mapping[str, Any], desired: Mapping[str, Any]) -
     return _plan(changed, _stream_replace_reasons(cur, new) if changed else [])
 
 
-_CONSUMER_IMMUTABLE = (("deliver_policy", "deliverPolicy"), ("opt_start_seq", "optStartSeq"),
+CONSUMER_IMMUTABLE = (("deliver_policy", "deliverPolicy"), ("opt_start_seq", "optStartSeq"),
                        ("opt_start_time", "optStartTime"), ("ack_policy", "ackPolicy"),
                        ("replay_policy", "replayPolicy"), ("mem_storage", "memStorage"),
                        ("idle_heartbeat", "idleHeartbeat"), ("flow_control", "flowControl"),
@@ -138,7 +159,7 @@ def plan_consumer_change(current: Mapping[str, Any], desired: Mapping[str, Any],
     cur = normalize_consumer(current, stream_max_ack_pending=stream_max_ack_pending)
     new = normalize_consumer(desired, stream_max_ack_pending=stream_max_ack_pending)
     changed = _changed(cur, new)
-    reasons = [(key, f"{what}: cannot change after creation") for key, what in _CONSUMER_IMMUTABLE
+    reasons = [(key, f"{what}: cannot change after creation") for key, what in CONSUMER_IMMUTABLE
                if cur.get(key) != new.get(key)]
     if cur.get("durable_name") != new.get("durable_name"):
         reasons.append(("durable_name", "name: a consumer cannot be renamed"))

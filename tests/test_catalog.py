@@ -2,7 +2,7 @@
 refused with a message naming the stream or consumer and the key."""
 import pytest
 
-from streams.catalog import CatalogError, load_catalog
+from streams.catalog import CatalogError, catalog_warnings, load_catalog
 from tests.test_settings import homelab_raw
 
 H = 3600 * 10**9
@@ -45,7 +45,7 @@ def test_full_surface_translates():
     [s] = load_catalog({"full": {
         "subjects": ["full.>"], "description": "d", "discard": "new", "duplicateWindow": "30s", "maxMsgSize": "1MB",
         "maxMsgsPerSubject": 10, "discardNewPerSubject": True, "maxBytes": "2GB", "maxAge": "1d",
-        "metadata": {"team": "iot"}, "denyDelete": True, "denyPurge": True, "allowRollup": True, "allowDirect": True,
+        "metadata": {"team": "iot"}, "denyDelete": True, "allowRollup": True, "allowDirect": True,
         "compression": "s2", "republish": {"source": "full.>", "destination": "copy.>", "headersOnly": True},
         "subjectTransform": {"source": "full.>", "destination": "moved.>"}, "allowMsgTtl": True,
         "subjectDeleteMarkerTtl": "5m", "consumerLimits": {"inactiveThreshold": "1h", "maxAckPending": 100},
@@ -105,8 +105,6 @@ BAD = [
     ({"m": {"subjects": ["x"], "mirror": {"name": "o"}}}, "stream 'm'", "mirror", "no subjects"),
     ({"a": {"subjects": ["logs.>"]}, "b": {"subjects": ["logs.app.*"]}}, "stream 'b'", "subjects", "overlaps"),
     ({"s": {"subjects": ["x.>"], "consumers": {"c.1": {}}}}, "consumer 'c.1' of stream 's'", None, "may not contain"),
-    ({"s": {"subjects": ["x.>"], "consumers": {"c": {"filterSubject": "y.>"}}}}, "consumer 'c' of stream 's'",
-     "filterSubject", "outside the stream's subjects"),
     ({"s": {"subjects": ["x.>"], "consumers": {"c": {"deliverPolicy": "by_start_time"}}}},
      "consumer 'c' of stream 's'", "optStartTime", "needs optStartTime"),
     ({"s": {"subjects": ["x.>"], "consumers": {"c": {"deliverPolicy": "by_start_sequence"}}}},
@@ -156,3 +154,12 @@ def test_bad_declarations_name_the_object_and_key(streams, where, key, fragment)
     if key:
         assert err.value.key == key and f": {key}:" in message
     assert fragment in message
+
+
+def test_a_filter_outside_the_stream_is_a_warning_not_an_error():
+    """The server accepts a filter that matches none of the stream's subjects; preview warns about it.
+    One that overlaps without being a subset (x.* on [x.a, x.b]) receives messages: no warning."""
+    specs = load_catalog({"s": {"subjects": ["x.a", "x.b"], "consumers": {"far": {"filterSubject": "y.>"},
+                                                                          "near": {"filterSubject": "x.*"}}}})
+    [warning] = catalog_warnings(specs)
+    assert warning.startswith("consumer 'far' of stream 's': filter 'y.>'") and "never receive" in warning

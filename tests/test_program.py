@@ -1,6 +1,7 @@
 """The whole __main__.py under Pulumi mocks, with the config read from Pulumi.homelab.yaml."""
 import json
 
+import pulumi
 import pytest
 
 from components.settings import SettingsError
@@ -154,13 +155,14 @@ def test_other_configuration_no_load_balancer_other_sizes():
 
 def test_bad_config_fails_the_program_naming_the_key():
     config = {**stack_config("homelab"), **encode_config({"homelab-nats:jetstream": {"fileStore": "10GB"}})}
-    with pytest.raises(SettingsError, match=r"homelab-nats:jetstream.fileStore.*did you mean \"10Gi\""):
+    with pytest.raises(pulumi.RunError, match=r"^homelab-nats:jetstream.fileStore.*did you mean \"10Gi\"") as err:
         run_program(config)
+    assert err.value.__suppress_context__  # one clean message: RunError is printed without a traceback
 
 
 def test_typo_in_a_top_level_key_fails():
     config = {**stack_config("homelab"), "homelab-nats:jetStream": json.dumps({"fileStore": "20Gi"})}
-    with pytest.raises(SettingsError, match="homelab-nats:jetStream"):
+    with pytest.raises(pulumi.RunError, match="homelab-nats:jetStream"):
         run_program(config)
 
 
@@ -179,10 +181,18 @@ def test_streams_and_consumers_are_resources(homelab):
 
 
 def test_bad_stream_declaration_fails_the_program():
-    from streams.catalog import CatalogError
     config = {**stack_config("homelab"), **encode_config({"homelab-nats:streams": {
         "iot-sensors": {"subjects": ["sensors.>"], "maxAge": "24x"}}})}
-    with pytest.raises(CatalogError, match=r"stream 'iot-sensors': maxAge: '24x' is not a duration"):
+    with pytest.raises(pulumi.RunError, match=r"^stream 'iot-sensors': maxAge: '24x' is not a duration"):
+        run_program(config)
+
+
+def test_streams_larger_than_their_store_fail_the_program():
+    """Each stream's maxBytes is reserved in its store when it is created (the server refuses with 10047)."""
+    config = {**stack_config("homelab"), **encode_config({"homelab-nats:streams": {
+        "a": {"subjects": ["a.>"], "maxBytes": "6GB"}, "b": {"subjects": ["b.>"], "maxBytes": "5GB"}}})}
+    with pytest.raises(pulumi.RunError, match=r"^stream 'b': maxBytes: the file streams' maxBytes add up to .*"
+                                              r"homelab-nats:jetstream.fileStore"):
         run_program(config)
 
 
