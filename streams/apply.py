@@ -39,8 +39,7 @@ def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers:
         out = streams.create(props).outs
         applied.append(Applied("stream", spec.name, out.get("created")))
         for c in spec.consumers:
-            cprops = consumer_props(c, stream_subjects=spec.config.get("subjects") or [],
-                                    stream_replicas=min(spec.config.get("num_replicas", 1), jetstream_servers))
+            cprops = consumer_props(c)
             failures = consumers.check({}, cprops).failures
             if failures:
                 raise ValueError(failures[0].reason)

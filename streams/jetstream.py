@@ -27,6 +27,8 @@ STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 STREAM_NAME_IN_USE = 10058   # create: a stream of that name exists with another config
 CONSUMER_EXISTS = 10148      # create action: a consumer of that name exists with another config
+CONSUMER_MISSING = 10149     # update action: no consumer of that name
+STREAM_SUBJECT_OVERLAP = 10065
 REQUEST_TIMEOUT = 10.0
 
 
@@ -142,6 +144,16 @@ class JetStreamClient:
     async def update_stream(self, config: dict) -> dict:
         return await self.request(f"$JS.API.STREAM.UPDATE.{config['name']}", {**config, "pedantic": True})
 
+    async def stream_infos(self) -> list[dict]:
+        """Every stream's info (config and state), all pages."""
+        out: list[dict] = []
+        while True:
+            page = await self.request("$JS.API.STREAM.LIST", {"offset": len(out)})
+            batch = page.get("streams") or []
+            out.extend(batch)
+            if not batch or len(out) >= page.get("total", 0):
+                return out
+
     async def delete_stream(self, name: str) -> bool:
         try:
             await self.request(f"$JS.API.STREAM.DELETE.{name}")
@@ -163,6 +175,21 @@ class JetStreamClient:
     async def consumer_names(self, stream: str) -> list[str]:
         page = await self.request(f"$JS.API.CONSUMER.NAMES.{stream}", {"offset": 0})
         return page.get("consumers") or []
+
+    async def consumer_infos(self, stream: str) -> list[dict]:
+        """Every consumer's info on a stream, all pages; [] when the stream is gone."""
+        out: list[dict] = []
+        while True:
+            try:
+                page = await self.request(f"$JS.API.CONSUMER.LIST.{stream}", {"offset": len(out)})
+            except JetStreamApiError as exc:
+                if exc.err_code == STREAM_NOT_FOUND:
+                    return []
+                raise
+            batch = page.get("consumers") or []
+            out.extend(batch)
+            if not batch or len(out) >= page.get("total", 0):
+                return out
 
     async def put_consumer(self, stream: str, config: dict, action: str = "") -> dict:
         """action: "create" (fails if it exists differently), "update" (fails if missing), "" (either)."""

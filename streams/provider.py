@@ -1,47 +1,70 @@
 """The dynamic providers behind `Stream` and `Consumer`: check and diff are offline and pure
 (preview in CI cannot reach the homelab); create, read, update and delete execute the plan from
-`streams.plan` through `streams.jetstream`.
+`streams.plan` through `streams.jetstream`, after `streams.safety` says what the step would lose.
 
-Safety rules, in one place:
-- Replacing a stream (a field the server cannot change) happens create-before-delete: `create`
-  finds the old stream under the same name and recreates it only when it holds no messages or the
-  declaration says `allowDataLoss: true`; otherwise it refuses and nothing changes. The consumers
-  this tool manages are carried over to the new stream. The engine's later delete of the old
-  resource sees a newer stream (its `created` differs) and leaves it alone.
-- Deleting a stream that holds messages is refused unless its last applied state allowed data loss.
-- Adoption: a stream or consumer that exists without this tool's metadata mark (made with the nats
-  CLI) is adopted by `create`, updated in place where it differs in updatable fields, and refused
-  where it differs in a field the server cannot change.
-- Consumers are replaced delete-before-create (they hold no stream data).
+Safety rules, in one place (the README's "No data loss by surprise" says the same for users):
+- Nothing that deletes messages or a consumer's progress runs unless the declaration says
+  `allowDataLoss: true`: the refusal says what would be lost, and nothing is changed.
+- Replacements (a field the server cannot change) happen create-before-delete in the engine's eyes:
+  `create` finds the old object under the same name, checks what the new config needs against the
+  server first (its validity, subjects held by other streams, the consumers it must carry over), and
+  only then deletes and recreates it. If the server still refuses halfway, the old stream, its config
+  and its consumers are put back. The engine's later delete of the old resource sees a newer object
+  (its `created` differs) and leaves it alone.
+- Deletes (a resource removed from the stack, `pulumi destroy`) only see the last applied state, so their
+  opt-in must have been applied by an earlier `pulumi up`.
+- Adoption: an object that exists without this tool's metadata mark (made with the nats CLI) is adopted
+  by `create`, updated in place where it differs in updatable fields, and refused where it differs in a
+  field the server cannot change.
+- Renaming a stream (`renamedFrom: old-name`) deletes the old stream under the same rules, then creates
+  the new one: both cannot hold the same subjects at once.
 
 Credentials come from `configure` (stack config secrets), never from inputs or outputs.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateResult, DiffResult, ReadResult,
                             ResourceProvider, UpdateResult)
 
-from streams.catalog import (CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE, STREAM_FIELDS, CatalogError,
-                             consumer_declaration, consumer_wire_config, stream_declaration, stream_wire_config)
+from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
+                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, check_declared_values,
+                             consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
+                             stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
-from streams.jetstream import CONSUMER_EXISTS, STREAM_NAME_IN_USE, JetStreamApiError, JetStreamClient, client_for
-from streams.plan import normalize_consumer, normalize_stream, plan_consumer_change, plan_stream_change
+from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, STREAM_NAME_IN_USE, JetStreamApiError,
+                               JetStreamClient, client_for)
+from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, normalize_consumer, normalize_stream,
+                          plan_consumer_change, plan_stream_change)
+from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
+from streams.safety import (consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
+                            lowered_limits, stream_message_loss)
+from streams.subjects import subjects_overlap
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 STREAM_KEYS = tuple(f.camel for f in STREAM_FIELDS)
 CONSUMER_KEYS = tuple(f.camel for f in CONSUMER_FIELDS)
-# Inputs that give context for validation; they never cause a change by themselves.
-CONTEXT_KEYS = ("jetstreamServers", "streamSubjects", "streamReplicas")
+# Inputs that give context for validation and safety; they never cause a change by themselves.
+CONTEXT_KEYS = ("jetstreamServers", "streamSubjects", "streamReplicas", "streamRetention", "streamConsumerLimits",
+                "streamAllowDataLoss", "streamCreated")
 
 
 class DataLossRefused(RuntimeError):
-    """A change would delete messages and the stream did not opt in."""
+    """A change would delete messages or a consumer's progress and the declaration did not opt in."""
 
 
 class AdoptionRefused(RuntimeError):
     """An object made outside Pulumi differs in a field the server cannot change."""
+
+
+class ReplacementRefused(RuntimeError):
+    """A replacement the server would not complete; checked before anything was deleted."""
+
+
+class ReplacementFailed(RuntimeError):
+    """The server refused the new object halfway through a replacement; the old one was put back."""
 
 
 def _has_unknown(value: Any) -> bool:
@@ -59,7 +82,7 @@ def _declared(props: dict, keys: tuple[str, ...]) -> dict:
 
 
 def _int(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, (int, float)) else default
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def _mark(config: dict) -> dict:
@@ -70,33 +93,51 @@ def _is_managed(config: dict) -> bool:
     return (config.get("metadata") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
 
 
-def _strip_server_metadata(config: dict) -> dict:
+def _strip_server_metadata(config: dict, *, keep_mark: bool = False) -> dict:
     meta = {k: v for k, v in (config.get("metadata") or {}).items()
-            if not k.startswith("_nats.") and k != MANAGED_BY_KEY}
+            if not k.startswith("_nats.") and (keep_mark or k != MANAGED_BY_KEY)}
     out = {k: v for k, v in config.items() if k != "metadata"}
     if meta:
         out["metadata"] = meta
     return out
 
 
+def _say(message: str) -> None:
+    """A line for the person running `pulumi up`: the engine shows a provider's stderr as diagnostics
+    (pulumi sdk/go/common/resource/plugin/plugin.go forwards plugin stderr through Diag.Infoerrf)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _camel(fields, wire_key: str) -> str:
+    return next((f.camel for f in fields if f.wire == wire_key), wire_key)
+
+
+def _refuse_loss(what: str, losses: list[str], action: str, remedy: str) -> DataLossRefused:
+    return DataLossRefused(f"{what}: refusing to {action}: it would delete {'; and '.join(losses)}. Nothing was "
+                           f"changed. {remedy}")
+
+
 class _JetStreamProvider(ResourceProvider):
-    """Shared plumbing: the connection from `configure`, and a client per call."""
+    """Shared plumbing: the connection from `configure`, a client per call, and Check."""
 
     def configure(self, req: ConfigureRequest) -> None:
         self._connection = connection_from_config(req.config.get)
 
-    def _wire(self, props: dict) -> dict:
+    def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
         raise NotImplementedError
 
-    # Inputs that may still be unknown at preview without blocking validation of the rest.
-    _MAY_BE_UNKNOWN: tuple[str, ...] = ()
+    def _check_known(self, props: dict, unknown: set[str]) -> None:
+        raise NotImplementedError
 
-    def check(self, _olds: dict, news: dict) -> CheckResult:
-        """Offline validation of the declaration; a failure names the key as the user wrote it."""
-        if _has_unknown({k: v for k, v in news.items() if k not in self._MAY_BE_UNKNOWN}):
-            return CheckResult(news, [])
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        """Offline validation of the declaration; a failure names the key as the user wrote it. With
+        values still unknown at preview (computed from another resource), what is known is checked."""
+        unknown = {k for k, v in news.items() if _has_unknown(v)}
         try:
-            self._wire(news)
+            if unknown - set(CONTEXT_KEYS):
+                self._check_known(news, unknown)
+            else:
+                self._wire(news, creating=not olds)
         except CatalogError as exc:
             return CheckResult(news, [CheckFailure(exc.key or "name", str(exc))])
         return CheckResult(news, [])
@@ -108,18 +149,27 @@ class _JetStreamProvider(ResourceProvider):
         return client_for(connection)
 
 
+# ================================================================ streams
+
 class StreamProvider(_JetStreamProvider):
     # ------------------------------------------------------------ offline
-    def _wire(self, props: dict) -> dict:
-        return stream_wire_config(props["name"], _declared(props, STREAM_KEYS + ("allowDataLoss",)),
-                                  max_replicas=_int(props.get("jetstreamServers"), 1))
+    def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
+        return stream_wire_config(props["name"], _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS),
+                                  max_replicas=_int(props.get("jetstreamServers"), 1), creating=creating)
+
+    def _check_known(self, props: dict, unknown: set[str]) -> None:
+        name = props.get("name")
+        where = stream_where(name if isinstance(name, str) and name != UNKNOWN else "(unknown)")
+        check_declared_values(where, {k: v for k, v in _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS).items()
+                                      if k not in unknown}, kind="stream")
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         if olds.get("name") != news.get("name"):
             return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
         unknown = [k for k in STREAM_KEYS if _has_unknown(news.get(k))]
-        if unknown:
-            return DiffResult(changes=True, replaces=[k for k in unknown if k in ("storage", "retention", "mirror")],
+        if unknown:  # a possible replacement where the unknown value could force one, else an update
+            replace_camel = {_camel(STREAM_FIELDS, k) for k in STREAM_REPLACE_KEYS}
+            return DiffResult(changes=True, replaces=[k for k in unknown if k in replace_camel],
                               delete_before_replace=False)
         plan = plan_stream_change(self._wire(olds), self._wire(news))
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
@@ -130,26 +180,34 @@ class StreamProvider(_JetStreamProvider):
     def create(self, props: dict) -> CreateResult:
         desired = self._wire(props)
         allow_loss = bool(props.get("allowDataLoss"))
-        info = self._client().run(lambda c: _create_or_adopt_stream(c, desired, allow_loss))
-        return CreateResult(props["name"], self._outs(props, info))
+        renamed_from = props.get("renamedFrom")
 
-    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        async def create(c: JetStreamClient):
+            if renamed_from:
+                await _retire_renamed_stream(c, renamed_from, desired, allow_loss)
+            return await _create_or_adopt_stream(c, desired, allow_loss)
+        info, removed = self._client().run(create)
+        return CreateResult(props["name"], self._outs(props, info, removed))
+
+    def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
         desired = self._wire(news)
+        allow_loss = bool(news.get("allowDataLoss"))
 
         async def apply(c: JetStreamClient):
             current = await c.stream_info(desired["name"])
             if current is None:  # deleted out of band since the last refresh: make it again
-                return await c.create_stream(_mark(desired))
-            return await c.update_stream(_mark(desired))
-        return UpdateResult(self._outs(news, self._client().run(apply)))
+                return await c.create_stream(_mark(desired)), 0
+            return await _update_stream(c, current, desired, allow_loss)
+        info, removed = self._client().run(apply)
+        return UpdateResult(self._outs(news, info, removed))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         info = self._client().run(lambda c: c.stream_info(id_))
         if info is None:
             return ReadResult("", {})
         inputs = {"name": id_, **stream_declaration(info["config"]),
-                  **{k: props[k] for k in ("allowDataLoss", "jetstreamServers") if k in props}}
-        return ReadResult(id_, self._outs(inputs, info), inputs)
+                  **{k: props[k] for k in ("allowDataLoss", "renamedFrom", "jetstreamServers") if k in props}}
+        return ReadResult(id_, self._outs(inputs, info, props.get("messagesRemoved") or 0), inputs)
 
     def delete(self, id_: str, props: dict) -> None:
         allow_loss = bool(props.get("allowDataLoss"))
@@ -161,60 +219,179 @@ class StreamProvider(_JetStreamProvider):
                 return
             if created and info.get("created") != created:
                 return  # a newer stream of this name replaced the one this resource made: keep it
-            messages = info["state"].get("messages", 0)
-            if messages and not allow_loss:
-                raise DataLossRefused(
-                    f"stream {id_!r}: refusing to delete it: it holds {messages} messages "
-                    f"({info['state'].get('bytes', 0)} bytes). Back it up (python -m streams backup {id_} --bucket …), "
-                    f"then set allowDataLoss: true on the stream and run `pulumi up` before removing it")
+            loss = stream_message_loss(info)
+            if loss and not allow_loss:
+                raise _refuse_loss(
+                    stream_where(id_), [loss], "delete it",
+                    f"Back it up (python -m streams backup {id_} --bucket …), then set allowDataLoss: true on the "
+                    "stream and run `pulumi up` before removing it")
             await c.delete_stream(id_)
+            if loss:
+                _say(f"stream {id_!r}: deleted with {loss} (allowDataLoss)")
         self._client().run(remove)
 
     @staticmethod
-    def _outs(inputs: dict, info: dict) -> dict:
+    def _outs(inputs: dict, info: dict, removed: int = 0) -> dict:
         applied = normalize_stream(_strip_server_metadata(info["config"]))
-        return {**inputs, "created": info.get("created"), "config": applied}
+        return {**inputs, "created": info.get("created"), "config": applied, "messagesRemoved": removed}
 
 
-async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool) -> dict:
+async def _stream_consumers(c: JetStreamClient, name: str) -> list[dict]:
+    return await c.consumer_infos(name)
+
+
+async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool) -> tuple[dict, int]:
+    """An in-place update, refused when the server would apply it by dropping messages nobody asked to drop;
+    returns the new info and how many messages the update removed (a lowered limit is the user's intent)."""
+    name = desired["name"]
+    cur_cfg = current["config"]
+    if cur_cfg.get("retention", "limits") == "limits" and desired.get("retention") == "interest":
+        loss = interest_conversion_loss(current, await _stream_consumers(c, name))
+        if loss and not allow_loss:
+            raise _refuse_loss(stream_where(name), [loss], "switch retention from limits to interest",
+                               "Add the consumers that should keep them first, or set allowDataLoss: true on the "
+                               "stream to accept")
+    before = (current.get("state") or {}).get("messages", 0)
+    info = await c.update_stream(_mark(desired))
+    removed = max(0, before - (info.get("state") or {}).get("messages", 0))
+    if removed:
+        tightened = ", ".join(_camel(STREAM_FIELDS, k) for k in lowered_limits(cur_cfg, desired)) or "retention"
+        _say(f"stream {name!r}: the update ({tightened}) removed {removed} messages")
+    return info, removed
+
+
+async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool) -> tuple[dict, int]:
     name = desired["name"]
     try:  # the common case in one round trip; an identical stream of ours is a success too
-        return await c.create_stream(_mark(desired))
+        return await c.create_stream(_mark(desired)), 0
     except JetStreamApiError as exc:
         if exc.err_code != STREAM_NAME_IN_USE:
             raise
     info = await c.stream_info(name)
     if info is None:  # deleted in between
-        return await c.create_stream(_mark(desired))
+        return await c.create_stream(_mark(desired)), 0
     plan = plan_stream_change(info["config"], desired)
     if plan.action != "replace":
-        return await c.update_stream(_mark(desired))
+        return await _update_stream(c, info, desired, allow_loss)
     if not _is_managed(info["config"]):
         raise AdoptionRefused(
             f"stream {name!r} exists on the server (made outside Pulumi) and differs from the declaration in "
             f"fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the declaration match the "
             "server to adopt it, or back it up and remove it (nats stream rm) to let Pulumi create it anew")
-    messages = info["state"].get("messages", 0)
-    if messages and not allow_loss:
-        raise DataLossRefused(
-            f"stream {name!r}: this change needs the stream deleted and created again "
-            f"({'; '.join(plan.replace_reasons)}), which would delete its {messages} messages "
-            f"({info['state'].get('bytes', 0)} bytes). Nothing was changed. Back it up first "
-            f"(python -m streams backup {name} --bucket …), then set allowDataLoss: true on the stream to accept, "
-            "or revert the change")
-    consumers = []
-    for cname in await c.consumer_names(name):
-        cinfo = await c.consumer_info(name, cname)
-        if cinfo and _is_managed(cinfo["config"]):
-            consumers.append(cinfo["config"])
-    await c.delete_stream(name)
-    created = await c.create_stream(_mark(desired))
-    for config in consumers:  # carry the managed consumers over; their resources stay as they are
+    loss = stream_message_loss(info)
+    if loss and not allow_loss:
+        raise _refuse_loss(
+            stream_where(name), [loss], f"replace it ({'; '.join(plan.replace_reasons)})",
+            f"Back it up first (python -m streams backup {name} --bucket …), then set allowDataLoss: true on the "
+            "stream to accept, or revert the change")
+    return await _replace_stream(c, info, desired, plan.replace_reasons)
+
+
+# The server's answers to an in-place update of a field it cannot change (nats-server stream.go,
+# configUpdateCheckLocked): reaching one of them means the new config passed every other check.
+_IMMUTABLE_UPDATE_ERRORS = ("can not change storage type", "can not change retention policy", "can not unseal",
+                            "can not cancel deny", "mirror configuration can not be updated",
+                            "message TTL status can not be disabled", "can not change message counter",
+                            "message schedules can not be disabled", "can not change persist mode")
+
+
+async def _preflight_replacement(c: JetStreamClient, info: dict, desired: dict,
+                                 consumers: list[dict]) -> dict | None:
+    """Ask the server everything that can be asked before the old stream is deleted. Returns the updated
+    info when the server turns out to accept the change in place (nothing to replace), else None; raises
+    ReplacementRefused with the reason when the replacement could not complete."""
+    name = desired["name"]
+    try:
+        return await c.update_stream(_mark(desired))
+    except JetStreamApiError as exc:
+        if not any(phrase in exc.description for phrase in _IMMUTABLE_UPDATE_ERRORS):
+            raise ReplacementRefused(f"stream {name!r}: the server refuses the new config: {exc}. Nothing was "
+                                     "changed") from None
+    for other in await c.stream_infos():
+        other_name = other["config"]["name"]
+        if other_name == name:
+            continue
+        for mine in desired.get("subjects") or []:
+            for theirs in other["config"].get("subjects") or []:
+                if subjects_overlap(mine, theirs):
+                    raise ReplacementRefused(
+                        f"stream {name!r}: cannot be replaced: its subject {mine!r} overlaps {theirs!r} of stream "
+                        f"{other_name!r} on the server (JetStream error 10065). Nothing was changed")
+    context = StreamContext.of(desired, max_replicas=desired.get("num_replicas", 1))
+    carried = [_carried_consumer(ci["config"]) for ci in consumers]
+    for config in carried:
         try:
-            await c.put_consumer(name, _carried_consumer(config), "create")
-        except JetStreamApiError:
-            pass  # no longer fits the new stream (e.g. filter outside its subjects): its resource will say so
-    return created
+            check_consumer_rules(config, context)
+        except RuleBroken as exc:
+            raise ReplacementRefused(
+                f"stream {name!r}: cannot be replaced: its {consumer_where(name, config['durable_name'])} would not "
+                f"fit the new stream ({exc.key}: {exc.problem}). Nothing was changed; change or remove the "
+                "consumer in the same declaration") from None
+    if desired.get("retention") == "workqueue":
+        clash = check_workqueue_partition([(cfg["durable_name"], cfg) for cfg in carried])
+        if clash:
+            raise ReplacementRefused(
+                f"stream {name!r}: cannot be replaced: consumers {clash[0]!r} and {clash[1]!r} overlap, which a "
+                "workqueue stream refuses. Nothing was changed")
+    return None
+
+
+async def _replace_stream(c: JetStreamClient, info: dict, desired: dict, reasons: tuple[str, ...]) -> tuple[dict, int]:
+    name = desired["name"]
+    consumers = [ci for ci in await _stream_consumers(c, name) if _is_managed(ci["config"])]
+    updated = await _preflight_replacement(c, info, desired, consumers)
+    if updated is not None:
+        return updated, 0
+    lost = (info.get("state") or {}).get("messages", 0)
+    await c.delete_stream(name)
+    try:
+        created = await c.create_stream(_mark(desired))
+        for ci in consumers:  # carry the managed consumers over; their resources stay as they are
+            await c.put_consumer(name, _carried_consumer(ci["config"]), "create")
+    except Exception as exc:
+        try:
+            await _restore_stream(c, info, consumers)
+        except Exception as restore_exc:
+            raise ReplacementFailed(
+                f"stream {name!r}: the server refused the replacement halfway ({exc}) and putting the old stream "
+                f"back failed too ({restore_exc}). Recreate it from its last backup (python -m streams restore "
+                f"{name} …) and run `pulumi refresh`") from exc
+        raise ReplacementFailed(
+            f"stream {name!r}: the server refused the replacement halfway ({exc}); the old stream's config and "
+            f"its {len(consumers)} consumers were put back"
+            + (f", its {lost} messages are gone (allowDataLoss)" if lost else "") + ". Fix the declaration and "
+            "run `pulumi up` again") from exc
+    if lost:
+        _say(f"stream {name!r}: replaced ({'; '.join(reasons)}); {lost} messages were deleted (allowDataLoss)")
+    return created, lost
+
+
+async def _restore_stream(c: JetStreamClient, info: dict, consumers: list[dict]) -> None:
+    name = info["config"]["name"]
+    await c.delete_stream(name)
+    await c.request(f"$JS.API.STREAM.CREATE.{name}", _strip_server_metadata(info["config"], keep_mark=True))
+    for ci in consumers:
+        await c.put_consumer(name, _carried_consumer(ci["config"]), "create")
+
+
+async def _retire_renamed_stream(c: JetStreamClient, old: str, desired: dict, allow_loss: bool) -> None:
+    """A rename: the old stream goes first (both cannot capture the same subjects), under the data-loss rules."""
+    info = await c.stream_info(old)
+    if info is None:
+        return
+    if not _is_managed(info["config"]):
+        raise AdoptionRefused(f"stream {desired['name']!r}: renamedFrom names {old!r}, which was not made by this "
+                              "stack; remove it yourself (after a backup) if that is what you want")
+    loss = stream_message_loss(info)
+    if loss and not allow_loss:
+        raise _refuse_loss(
+            stream_where(desired["name"]), [f"{loss} of stream {old!r}"], f"rename {old!r}",
+            f"A stream cannot be renamed in place. To keep the data, back it up and restore it under the new name "
+            f"(python -m streams backup {old} … then restore {old} --as {desired['name']}); to drop it, set "
+            "allowDataLoss: true on the stream")
+    await c.delete_stream(old)
+    if loss:
+        _say(f"stream {old!r}: deleted for the rename to {desired['name']!r}, with {loss} (allowDataLoss)")
 
 
 def _carried_consumer(config: dict) -> dict:
@@ -223,60 +400,120 @@ def _carried_consumer(config: dict) -> dict:
     return keep
 
 
-def _camel(fields, wire_key: str) -> str:
-    return next((f.camel for f in fields if f.wire == wire_key), wire_key)
+# ================================================================ consumers
+
+def _stream_context(props: dict) -> StreamContext | None:
+    """The stream as the consumer's inputs describe it; None while any of it is unknown (preview)."""
+    keys = ("streamSubjects", "streamReplicas", "streamRetention", "streamConsumerLimits")
+    if any(_has_unknown(props.get(k)) for k in keys):
+        return None
+    limits = props.get("streamConsumerLimits") or {}
+    return StreamContext(tuple(props.get("streamSubjects") or ()), _int(props.get("streamReplicas"), 1),
+                         props.get("streamRetention") or "limits", _int(limits.get("maxAckPending"), 0),
+                         _int(limits.get("inactiveThreshold"), 0))
 
 
 class ConsumerProvider(_JetStreamProvider):
-    _MAY_BE_UNKNOWN = ("streamSubjects",)
+    def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
+        return consumer_wire_config(props["stream"], props["name"], _declared(props, CONSUMER_KEYS + CONSUMER_CONTROL_KEYS),
+                                    context=_stream_context(props))
 
-    def _wire(self, props: dict) -> dict:
-        subjects = props.get("streamSubjects")
-        return consumer_wire_config(props["stream"], props["name"], _declared(props, CONSUMER_KEYS),
-                                    stream_subjects=None if _has_unknown(subjects) else subjects,
-                                    max_replicas=_int(props.get("streamReplicas"), 1))
+    def _check_known(self, props: dict, unknown: set[str]) -> None:
+        if unknown & set(CONSUMER_KEYS + CONSUMER_CONTROL_KEYS + ("stream", "name")):
+            where = consumer_where(str(props.get("stream")), str(props.get("name")))
+            check_declared_values(where, {k: v for k, v in _declared(props, CONSUMER_KEYS).items() if k not in unknown},
+                                  kind="consumer")
+        else:  # only the stream's context is unknown: the consumer's own rules still apply
+            self._wire(props)
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         for key in ("stream", "name"):
             if olds.get(key) != news.get(key):
-                return DiffResult(changes=True, replaces=[key], delete_before_replace=True)
-        if any(_has_unknown(news.get(k)) for k in CONSUMER_KEYS):
-            return DiffResult(changes=True, replaces=[], delete_before_replace=True)
+                return DiffResult(changes=True, replaces=[key], delete_before_replace=False)
+        unknown = [k for k in CONSUMER_KEYS if _has_unknown(news.get(k))]
+        if unknown:
+            immutable = {_camel(CONSUMER_FIELDS, k) for k, _ in CONSUMER_IMMUTABLE} | {"deliverSubject"}
+            return DiffResult(changes=True, replaces=[k for k in unknown if k in immutable],
+                              delete_before_replace=False)
         plan = plan_consumer_change(self._wire(olds), self._wire(news))
         replaces = [_camel(CONSUMER_FIELDS, k) for k in plan.replace_keys]
-        return DiffResult(changes=plan.changes, replaces=replaces, delete_before_replace=True)
+        control_changed = any(bool(olds.get(k)) != bool(news.get(k)) for k in ("allowDataLoss", "streamAllowDataLoss"))
+        return DiffResult(changes=plan.changes or control_changed or _stream_recreated(olds, news), replaces=replaces,
+                          delete_before_replace=False)
 
     def create(self, props: dict) -> CreateResult:
         desired = self._wire(props)
         stream = props["stream"]
-        info = self._client().run(lambda c: _create_or_adopt_consumer(c, stream, desired))
+        allow_loss = bool(props.get("allowDataLoss"))
+        info = self._client().run(lambda c: _create_or_adopt_consumer(c, stream, desired, allow_loss))
         return CreateResult(f"{stream}/{props['name']}", self._outs(props, info))
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
         desired = self._wire(news)
-        info = self._client().run(lambda c: c.put_consumer(news["stream"], _mark(desired)))
-        return UpdateResult(self._outs(news, info))
+        stream = news["stream"]
+
+        async def apply(c: JetStreamClient):
+            try:
+                return await c.put_consumer(stream, _mark(desired), "update")
+            except JetStreamApiError as exc:
+                if exc.err_code != CONSUMER_MISSING:
+                    raise
+            return await c.put_consumer(stream, _mark(desired), "create")  # gone since the last refresh
+        return UpdateResult(self._outs(news, self._client().run(apply)))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         stream, _, name = id_.partition("/")
         info = self._client().run(lambda c: c.consumer_info(stream, name))
-        if info is None:
+        if info is None:  # the consumer, or its whole stream, is gone: the next `up` creates it again
             return ReadResult("", {})
         inputs = {"stream": stream, "name": name, **consumer_declaration(info["config"]),
-                  **{k: props[k] for k in CONTEXT_KEYS if k in props}}
+                  **{k: props[k] for k in CONTEXT_KEYS + CONSUMER_CONTROL_KEYS if k in props}}
         inputs.pop("durableName", None)
         return ReadResult(id_, self._outs(inputs, info), inputs)
 
     def delete(self, id_: str, props: dict) -> None:
         stream, _, name = id_.partition("/")
-        self._client().run(lambda c: c.delete_consumer(stream, name))
+        allow_loss = bool(props.get("allowDataLoss") or props.get("streamAllowDataLoss"))
+
+        async def remove(c: JetStreamClient):
+            info = await c.consumer_info(stream, name)
+            if info is None or not _same_consumer(info, props):
+                return  # gone, or replaced by a newer consumer of this name: keep it
+            stream_info = await c.stream_info(stream)
+            retention = ((stream_info or {}).get("config") or {}).get("retention", "limits")
+            held = consumer_held_messages(info, retention)
+            if held and not allow_loss:
+                raise _refuse_loss(consumer_where(stream, name), [held], "delete it",
+                                   "Let it catch up first, or set allowDataLoss: true on the consumer (or its "
+                                   "stream) and run `pulumi up` before removing it")
+            await c.delete_consumer(stream, name)
+        self._client().run(remove)
 
     @staticmethod
     def _outs(inputs: dict, info: dict) -> dict:
-        return {**inputs, "config": normalize_consumer(_strip_server_metadata(info["config"]))}
+        return {**inputs, "created": info.get("created"),
+                "config": normalize_consumer(_strip_server_metadata(info["config"]))}
 
 
-async def _create_or_adopt_consumer(c: JetStreamClient, stream: str, desired: dict) -> dict:
+def _stream_recreated(olds: dict, news: dict) -> bool:
+    """The consumer's stream is a new one (recreated after an out-of-band delete, or replaced): the consumer
+    is updated, which makes it again if it went with the old stream. Unknown or absent at preview: no."""
+    old, new = olds.get("streamCreated"), news.get("streamCreated")
+    return isinstance(old, str) and isinstance(new, str) and new != UNKNOWN and old != new
+
+
+def _same_consumer(info: dict, props: dict) -> bool:
+    """Whether the consumer on the server is the one this resource's state describes (not a newer one
+    that replaced it). State written before consumers recorded `created` is compared by config."""
+    if props.get("created"):
+        return info.get("created") == props["created"]
+    recorded = props.get("config")
+    if not isinstance(recorded, dict):
+        return True
+    return plan_consumer_change(recorded, info["config"]).action != "replace"
+
+
+async def _create_or_adopt_consumer(c: JetStreamClient, stream: str, desired: dict, allow_loss: bool) -> dict:
     name = desired["durable_name"]
     try:
         return await c.put_consumer(stream, _mark(desired), "create")
@@ -287,12 +524,22 @@ async def _create_or_adopt_consumer(c: JetStreamClient, stream: str, desired: di
     if info is None:
         return await c.put_consumer(stream, _mark(desired), "create")
     plan = plan_consumer_change(info["config"], desired)
-    if plan.action != "replace":
+    if plan.action != "replace":  # the server can change it in place: keep its progress
         return await c.put_consumer(stream, _mark(desired), "update")
     if not _is_managed(info["config"]):
         raise AdoptionRefused(
             f"consumer {name!r} of stream {stream!r} exists on the server (made outside Pulumi) and differs from "
             f"the declaration in fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the "
             "declaration match to adopt it, or remove it (nats consumer rm) to let Pulumi create it anew")
+    stream_info = await c.stream_info(stream)
+    retention = ((stream_info or {}).get("config") or {}).get("retention", "limits")
+    losses = [loss for loss in (consumer_progress_loss(info), consumer_held_messages(info, retention)) if loss]
+    if losses and not allow_loss:
+        raise _refuse_loss(consumer_where(stream, name), losses,
+                           f"recreate it ({'; '.join(plan.replace_reasons)})",
+                           "Set allowDataLoss: true on the consumer to accept, or revert the change")
     await c.delete_consumer(stream, name)
-    return await c.put_consumer(stream, _mark(desired), "create")
+    created = await c.put_consumer(stream, _mark(desired), "create")
+    if losses:
+        _say(f"{consumer_where(stream, name)}: recreated; lost {'; and '.join(losses)} (allowDataLoss)")
+    return created

@@ -17,34 +17,40 @@ def stream_props(spec: StreamSpec, *, jetstream_servers: int) -> dict:
             "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers}
 
 
-def consumer_props(spec: ConsumerSpec, *, stream_subjects: Sequence[str], stream_replicas: int) -> dict:
-    """The Consumer resource's inputs: the declaration as written, plus its stream's subjects and
-    replicas (context for validation; never a change by themselves)."""
-    return {"stream": spec.stream, "name": spec.name, **spec.declaration, "streamSubjects": list(stream_subjects),
-            "streamReplicas": stream_replicas}
+def consumer_props(spec: ConsumerSpec) -> dict:
+    """The Consumer resource's inputs: the declaration as written, plus what the stack knows of its stream
+    (subjects, replicas, retention, consumer limits, whether it allows data loss): context for validation
+    and safety, never a change by themselves."""
+    return {"stream": spec.stream, "name": spec.name, **spec.declaration, **spec.context.as_input(),
+            "streamAllowDataLoss": spec.stream_allows_data_loss}
 
 
 class Stream(Resource, module="nats", name="Stream"):
-    """A JetStream stream. Outputs: `created` (the server's creation time, a stable identity) and
-    `config` (the applied config, server defaults included)."""
+    """A JetStream stream. Outputs: `created` (the server's creation time, a stable identity), `config`
+    (the applied config, server defaults included) and `messagesRemoved` (what the last change deleted:
+    a lowered limit, or a replacement with allowDataLoss)."""
     created: pulumi.Output[str]
     config: pulumi.Output[dict]
+    messagesRemoved: pulumi.Output[int]
 
     def __init__(self, resource_name: str, spec: StreamSpec, *, jetstream_servers: int,
                  opts: pulumi.ResourceOptions | None = None):
-        props = {**stream_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None}
+        props = {**stream_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
+                 "messagesRemoved": None}
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect))
         super().__init__(StreamProvider(), resource_name, props, opts)
 
 
 class Consumer(Resource, module="nats", name="Consumer"):
-    """A durable JetStream consumer. Output: `config` (the applied config, server defaults included)."""
+    """A durable JetStream consumer. Outputs: `created` and `config` (the applied config, server defaults
+    included). Its input `streamCreated` follows the stream: when the stream is made anew, the consumer is
+    made again with it."""
+    created: pulumi.Output[str]
     config: pulumi.Output[dict]
 
-    def __init__(self, resource_name: str, spec: ConsumerSpec, stream: Stream, *, stream_subjects: Sequence[str],
-                 stream_replicas: int, opts: pulumi.ResourceOptions | None = None):
-        props = {**consumer_props(spec, stream_subjects=stream_subjects, stream_replicas=stream_replicas),
-                 "config": None}
+    def __init__(self, resource_name: str, spec: ConsumerSpec, stream: Stream,
+                 opts: pulumi.ResourceOptions | None = None):
+        props = {**consumer_props(spec), "streamCreated": stream.created, "created": None, "config": None}
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[stream]))
         super().__init__(ConsumerProvider(), resource_name, props, opts)
 
@@ -59,7 +65,5 @@ def declare_catalog(specs: Sequence[StreamSpec], *, jetstream_servers: int,
         streams[spec.name] = stream
         for consumer in spec.consumers:
             Consumer(f"consumer-{spec.name}-{consumer.name}", consumer, stream,
-                     stream_subjects=spec.config.get("subjects") or [],
-                     stream_replicas=min(spec.config.get("num_replicas", 1), jetstream_servers),
                      opts=pulumi.ResourceOptions(depends_on=list(depends_on)))
     return streams

@@ -30,7 +30,7 @@ def stream_inputs(name: str, decl: dict, jetstream_servers: int = 1) -> dict:
 
 def consumer_inputs(stream: str, stream_decl: dict, name: str, decl: dict) -> dict:
     [spec] = load_catalog({stream: {**stream_decl, "consumers": {name: decl}}})
-    return consumer_props(spec.consumers[0], stream_subjects=spec.config.get("subjects") or [], stream_replicas=1)
+    return consumer_props(spec.consumers[0])
 
 
 @dataclass

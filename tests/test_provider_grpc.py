@@ -135,10 +135,10 @@ def test_check_rejects_bad_input_over_grpc(engine):
                         StreamProvider())
     _, failures = engine.check(STREAM_URN, {}, bad)
     assert failures and failures[0][0] == "maxAge" and "stream 'bad': maxAge" in failures[0][1]
-    cbad = with_provider({"stream": "s", "name": "c", "filterSubject": "y.>", "streamSubjects": ["x.>"],
+    cbad = with_provider({"stream": "s", "name": "c", "deliverSubject": "x.out", "streamSubjects": ["x.>"],
                           "streamReplicas": 1}, ConsumerProvider())
     _, failures = engine.check(CONSUMER_URN, {}, cbad)
-    assert failures[0][0] == "filterSubject" and "outside the stream's subjects" in failures[0][1]
+    assert failures[0][0] == "deliverSubject" and "(a cycle)" in failures[0][1]
 
 
 def test_preview_needs_no_server(engine):

@@ -41,7 +41,7 @@ def test_homelab_catalog_is_created_as_the_guide_says(streams, consumers, raw):
         made.append(s)
         for c in spec.consumers:
             made.append(Managed(consumers).create(
-                consumer_props(c, stream_subjects=spec.config["subjects"], stream_replicas=1)))
+                consumer_props(c)))
     iot = raw.stream("iot-sensors")["config"]
     assert (iot["subjects"], iot["storage"], iot["retention"], iot["max_age"], iot["max_msgs"], iot["num_replicas"]) \
         == (["sensors.>"], "file", "limits", 24 * H, -1, 1)
@@ -80,7 +80,6 @@ BASE = {"subjects": ["u.>"], "storage": "file"}
 STREAM_UPDATES = [
     ("description", {}, {"description": "now described"}, "description", "now described"),
     ("subjects", {}, {"subjects": ["u.>", "v.>"]}, "subjects", ["u.>", "v.>"]),
-    ("retention", {"retention": "limits"}, {"retention": "interest"}, "retention", "interest"),
     ("maxConsumers", {}, {"maxConsumers": 10}, "max_consumers", 10),
     ("maxMsgs", {"maxMsgs": -1}, {"maxMsgs": 1000}, "max_msgs", 1000),
     ("maxBytes", {}, {"maxBytes": "1GB"}, "max_bytes", 2**30),
@@ -123,8 +122,7 @@ def test_stream_updatable_fields_update_in_place(streams, raw, what, before, aft
     else:
         assert info["config"].get(wire) == value
     assert info["created"] == created  # updated, not recreated
-    # Interest retention drops messages nobody is interested in (there are no consumers here).
-    assert info["state"]["messages"] == (0 if value == "interest" else 1)
+    assert info["state"]["messages"] == 1
     assert not s.diff(news).changes
     s.refresh()
     assert not s.diff(news).changes
@@ -190,7 +188,7 @@ def test_replacement_carries_managed_consumers_over(streams, consumers, raw):
 def test_delete_refuses_a_stream_with_messages_unless_opted_in(streams, raw):
     s = Managed(streams).create(stream_inputs("del", BASE))
     raw.publish("u.x", [b"precious"])
-    with pytest.raises(DataLossRefused, match="holds 1 messages"):
+    with pytest.raises(DataLossRefused, match=r"stream 'del': refusing to delete it: it would delete its 1 messages"):
         s.delete()
     assert raw.stream("del")["state"]["messages"] == 1
     s.apply(stream_inputs("del", {**BASE, "allowDataLoss": True}))  # an update that touches nothing on the server
@@ -273,7 +271,7 @@ def test_consumer_immutable_fields_plan_a_replacement(streams, consumers, raw, w
     c = Managed(consumers).create(consumer_inputs("cr", BASE, "c", before))
     news = consumer_inputs("cr", BASE, "c", after)
     d = c.diff(news)
-    assert d.changes and d.replaces and d.delete_before_replace is True
+    assert d.changes and d.replaces and d.delete_before_replace is False  # create swaps it, under the loss rules
     with pytest.raises(Exception):  # the server really refuses it in place
         consumers.update(c.id, c.outputs, news)
     assert c.apply(news) == "replace"
@@ -291,7 +289,7 @@ def test_adoption_of_a_cli_made_stream_keeps_its_messages(streams, consumers, ra
     before = raw.stream("iot-sensors")
     [spec] = [s for s in load_catalog(homelab_raw()["streams"]) if s.name == "iot-sensors"]
     s = Managed(streams).create(stream_props(spec, jetstream_servers=1))
-    c = Managed(consumers).create(consumer_props(spec.consumers[0], stream_subjects=["sensors.>"], stream_replicas=1))
+    c = Managed(consumers).create(consumer_props(spec.consumers[0]))
     after = raw.stream("iot-sensors")
     assert after["created"] == before["created"] and after["state"]["messages"] == 3
     assert s.outputs["created"] == before["created"]
