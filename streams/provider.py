@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pulumi.output import Unknown
 from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateResult, DiffResult, ReadResult,
                             ResourceProvider, UpdateResult)
 
@@ -68,7 +69,9 @@ class ReplacementFailed(RuntimeError):
 
 
 def _has_unknown(value: Any) -> bool:
-    if value == UNKNOWN:
+    """A value the engine will only know at `up`: the sentinel on the wire, or the SDK's Unknown object the
+    provider host deserializes it into."""
+    if isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN):
         return True
     if isinstance(value, dict):
         return any(_has_unknown(v) for v in value.values())
@@ -159,7 +162,7 @@ class StreamProvider(_JetStreamProvider):
 
     def _check_known(self, props: dict, unknown: set[str]) -> None:
         name = props.get("name")
-        where = stream_where(name if isinstance(name, str) and name != UNKNOWN else "(unknown)")
+        where = stream_where("(unknown)" if _has_unknown(name) else name)
         check_declared_values(where, {k: v for k, v in _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS).items()
                                       if k not in unknown}, kind="stream")
 
@@ -499,7 +502,7 @@ def _stream_recreated(olds: dict, news: dict) -> bool:
     """The consumer's stream is a new one (recreated after an out-of-band delete, or replaced): the consumer
     is updated, which makes it again if it went with the old stream. Unknown or absent at preview: no."""
     old, new = olds.get("streamCreated"), news.get("streamCreated")
-    return isinstance(old, str) and isinstance(new, str) and new != UNKNOWN and old != new
+    return isinstance(old, str) and isinstance(new, str) and not _has_unknown(new) and old != new
 
 
 def _same_consumer(info: dict, props: dict) -> bool:

@@ -8,14 +8,14 @@ How the server loses data, read in nats-server `server/stream.go` and `server/co
   acknowledge it; deleting a consumer (also to recreate it) drops what only it held
   (`checkInterestState`), and turning a limits stream into an interest stream drops every message no
   consumer still holds.
+- A workqueue stream keeps its messages when a consumer is deleted (they wait for the next consumer):
+  checked against nats-server 2.15.1 in tests/test_data_loss.py.
 - Deleting a consumer, also to recreate it with a field the server cannot change, throws away its
   delivered sequence and ack floor: the new one starts again from its deliver policy.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
-
-INTEREST_LIKE = ("interest", "workqueue")
 
 
 def stream_message_loss(info: Mapping[str, Any]) -> str | None:
@@ -39,15 +39,15 @@ def consumer_progress_loss(info: Mapping[str, Any]) -> str | None:
 
 
 def consumer_held_messages(info: Mapping[str, Any], retention: str) -> str | None:
-    """What deleting the consumer makes an interest or workqueue stream drop: the messages it still has to
-    deliver or acknowledge (those no other consumer holds are deleted)."""
-    if retention not in INTEREST_LIKE:
+    """What deleting the consumer makes an interest stream drop: the messages it still has to deliver or
+    acknowledge (those no other consumer holds are deleted)."""
+    if retention != "interest":
         return None
     pending, ack_pending = info.get("num_pending", 0), info.get("num_ack_pending", 0)
     if not pending and not ack_pending:
         return None
     return (f"the stream's messages it holds ({pending} not yet delivered, {ack_pending} delivered but not "
-            f"acknowledged): on this {retention} stream they are deleted unless another consumer still holds them")
+            "acknowledged): on this interest stream they are deleted unless another consumer still holds them")
 
 
 def interest_conversion_loss(info: Mapping[str, Any], consumers: list[Mapping[str, Any]]) -> str | None:

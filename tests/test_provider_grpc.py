@@ -179,3 +179,64 @@ def test_credentials_reach_the_provider_only_through_configure(engine, tmp_path,
         assert secret not in repr(serialize_provider(StreamProvider()))
     finally:
         server.stop()
+
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # what the engine sends for a value computed at `up`
+
+
+def test_unknown_values_at_preview_over_grpc(engine):
+    """Inputs computed from other resources are unknown at preview: Check validates what is known, Diff
+    plans a possible replacement where the unknown field could force one and an update elsewhere."""
+    engine.configure({f"{PROJECT}:natsUrl": f"nats://127.0.0.1:{free_port()}"})
+    decl = {"subjects": ["logs.>"], "maxAge": "7d"}
+    olds = {**with_provider(stream_inputs("app-logs", decl), StreamProvider()), "created": "2025-07-15T10:00:00Z"}
+    for unknown_key in ("subjects", "maxAge", "storage"):
+        news = with_provider({**stream_inputs("app-logs", decl), unknown_key: UNKNOWN}, StreamProvider())
+        assert engine.check(STREAM_URN, olds, news)[1] == [], unknown_key
+    bad = with_provider({**stream_inputs("app-logs", decl), "subjects": UNKNOWN, "maxAge": "soon"}, StreamProvider())
+    assert engine.check(STREAM_URN, olds, bad)[1][0][0] == "maxAge"  # the known value is still checked
+    d = engine.diff(STREAM_URN, "app-logs", olds, with_provider({**stream_inputs("app-logs", decl), "storage": UNKNOWN},
+                                                                 StreamProvider()))
+    assert d.changes == provider_pb2.DiffResponse.DIFF_SOME and list(d.replaces) == ["storage"]
+    d = engine.diff(STREAM_URN, "app-logs", olds, with_provider({**stream_inputs("app-logs", decl), "maxAge": UNKNOWN},
+                                                                 StreamProvider()))
+    assert d.changes == provider_pb2.DiffResponse.DIFF_SOME and list(d.replaces) == []
+    cdecl = consumer_inputs("app-logs", decl, "c", {"maxDeliver": 3})
+    colds = with_provider(cdecl, ConsumerProvider())
+    for key, replaces in (("deliverPolicy", ["deliverPolicy"]), ("maxDeliver", [])):
+        cnews = with_provider({**cdecl, key: UNKNOWN}, ConsumerProvider())
+        assert engine.check(CONSUMER_URN, colds, cnews)[1] == []
+        d = engine.diff(CONSUMER_URN, "app-logs/c", colds, cnews)
+        assert d.changes == provider_pb2.DiffResponse.DIFF_SOME and list(d.replaces) == replaces
+    # an unknown stream context (the stream's subjects computed at `up`) still checks the consumer's own rules
+    cbad = with_provider({**cdecl, "streamSubjects": UNKNOWN, "maxExpires": "500us"}, ConsumerProvider())
+    assert engine.check(CONSUMER_URN, colds, cbad)[1][0][0] == "maxExpires"
+    # the stream's created time, unknown while the stream is being updated, is no change by itself
+    same = with_provider({**cdecl, "streamCreated": UNKNOWN}, ConsumerProvider())
+    assert engine.diff(CONSUMER_URN, "app-logs/c", {**colds, "streamCreated": "2025-07-15T10:00:00Z"},
+                       same).changes == provider_pb2.DiffResponse.DIFF_NONE
+
+
+def test_consumer_replacement_as_the_engine_runs_it(engine, nats_server):
+    """The engine's create-before-delete replacement over gRPC: Create (the new declaration, whose
+    allowDataLoss counts) swaps the consumer; the later Delete of the old resource keeps the new one."""
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    decl = {"subjects": ["i.>"], "retention": "interest"}
+    _, souts = engine.create(STREAM_URN, engine.check(STREAM_URN, {}, with_provider(stream_inputs("intr", decl),
+                                                                                     StreamProvider()))[0])
+    cid, old_outs = engine.create(CONSUMER_URN, with_provider(consumer_inputs("intr", decl, "c", {}), ConsumerProvider()))
+    raw.publish("i.x", [b"m"] * 5)
+    news = with_provider(consumer_inputs("intr", decl, "c", {"deliverPolicy": "last"}), ConsumerProvider())
+    d = engine.diff(CONSUMER_URN, cid, old_outs, news)
+    assert list(d.replaces) == ["deliverPolicy"] and not d.deleteBeforeReplace
+    with pytest.raises(grpc.RpcError) as err:
+        engine.create(CONSUMER_URN, news)
+    assert "refusing to recreate it" in err.value.details() and "allowDataLoss: true" in err.value.details()
+    assert raw.stream("intr")["state"]["messages"] == 5
+    opted = with_provider(consumer_inputs("intr", decl, "c", {"deliverPolicy": "last", "allowDataLoss": True}),
+                          ConsumerProvider())
+    engine.create(CONSUMER_URN, opted)
+    engine.delete(CONSUMER_URN, cid, old_outs)  # the old resource: a newer consumer stands there now
+    assert raw.consumer("intr", "c")["config"]["deliver_policy"] == "last"

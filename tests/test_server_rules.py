@@ -1,0 +1,188 @@
+"""Every offline rule next to the real server's answer (nats-server 2.15.1, pedantic, as the provider asks):
+a bad declaration must fail at preview naming the key AND be refused by the server with the code noted;
+a valid one must pass preview AND be accepted. So the offline rules and the server cannot drift apart.
+Also: the catalog knows every field of the pinned server's StreamConfig and ConsumerConfig."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import streams.catalog as catalog
+from components.local_server import nats_server_binary
+from streams.catalog import CatalogError, load_catalog
+from tests.provider_harness import RawJetStream
+
+BASE = {"subjects": ["r.>"]}
+
+# (id, stream declaration, consumer declaration or None, key named offline, server error code)
+BAD = [
+    ("all subjects without noAck", {"subjects": [">"]}, None, "subjects", 10052),
+    ("JetStream API without noAck", {"subjects": ["$JS.API.>"]}, None, "subjects", 10052),
+    ("system API without noAck", {"subjects": ["$SYS.REQ.>"]}, None, "subjects", 10052),
+    ("maxAge under 100ms", {**BASE, "maxAge": "50ms"}, None, "maxAge", 10052),
+    ("duplicateWindow under 100ms", {**BASE, "duplicateWindow": "50ms"}, None, "duplicateWindow", 10052),
+    ("maxAge beyond int64", {**BASE, "maxAge": "300y"}, None, "maxAge", 10025),
+    ("maxMsgSize beyond int32", {**BASE, "maxMsgSize": "4GB"}, None, "maxMsgSize", 10025),
+    ("allowRollup with denyPurge", {**BASE, "allowRollup": True, "denyPurge": True}, None, "allowRollup", 10052),
+    ("delete markers without rollup", {**BASE, "allowMsgTtl": True, "subjectDeleteMarkerTtl": "1m"}, None,
+     "subjectDeleteMarkerTtl", 10052),
+    ("delete markers under 1s", {**BASE, "allowMsgTtl": True, "allowRollup": True, "subjectDeleteMarkerTtl": "500ms"},
+     None, "subjectDeleteMarkerTtl", 10052),
+    ("republish into itself", {**BASE, "republish": {"source": "r.>", "destination": "r.copy.>"}}, None,
+     "republish.destination", 10052),
+    ("long description", {**BASE, "description": "x" * 4097}, None, "description", 10052),
+    ("counter with discard new", {**BASE, "allowMsgCounter": True, "discard": "new"}, None, "allowMsgCounter", 10052),
+    ("counter with interest", {**BASE, "allowMsgCounter": True, "retention": "interest"}, None, "allowMsgCounter",
+     10052),
+    ("mirrorDirect without mirror", {**BASE, "mirrorDirect": True}, None, "mirrorDirect", 10052),
+    ("schedules without rollup", {**BASE, "allowMsgSchedules": True}, None, "allowMsgSchedules", 10052),
+    ("schedules with discard new", {**BASE, "allowMsgSchedules": True, "allowRollup": True, "discard": "new"}, None,
+     "allowMsgSchedules", 10052),
+    ("async persist on memory", {**BASE, "persistMode": "async", "storage": "memory"}, None, "persistMode", 10052),
+    ("mirror with firstSeq", {"mirror": {"name": "origin"}, "firstSeq": 5}, None, "firstSeq", 10143),
+    ("mirror with counters", {"mirror": {"name": "origin"}, "allowMsgCounter": True}, None, "allowMsgCounter", 10173),
+    ("last_per_subject without filter", BASE, {"deliverPolicy": "last_per_subject"}, "deliverPolicy", 10094),
+    ("push heartbeat under 100ms", BASE, {"deliverSubject": "out.x", "idleHeartbeat": "50ms"}, "idleHeartbeat", 10083),
+    ("pull maxExpires under 1ms", BASE, {"maxExpires": "500us"}, "maxExpires", 10115),
+    ("push into the stream", BASE, {"deliverSubject": "r.out"}, "deliverSubject", 10081),
+    ("push maxAckPending without acks", BASE, {"deliverSubject": "out.x", "ackPolicy": "none", "maxAckPending": 5},
+     "maxAckPending", 10082),
+    ("filters one inside another", BASE, {"filterSubjects": ["r.a.>", "r.a.b"]}, "filterSubjects", 10138),
+    ("workqueue without acks", {**BASE, "retention": "workqueue"}, {"ackPolicy": "none"}, "ackPolicy", 10084),
+    ("workqueue deliver new", {**BASE, "retention": "workqueue"}, {"deliverPolicy": "new"}, "deliverPolicy", 10101),
+    ("maxAckPending above the stream limit", {**BASE, "consumerLimits": {"maxAckPending": 10}}, {"maxAckPending": 20},
+     "maxAckPending", 10121),
+    ("inactiveThreshold above the stream limit", {**BASE, "consumerLimits": {"inactiveThreshold": "1h"}},
+     {"inactiveThreshold": "2h"}, "inactiveThreshold", 10153),
+    ("long consumer description", BASE, {"description": "x" * 4097}, "description", 10107),
+    ("priority groups without policy", BASE, {"priorityGroups": ["g"]}, "priorityGroups", 10196),
+    ("priority policy without groups", BASE, {"priorityPolicy": "overflow"}, "priorityGroups", 10159),
+    ("bad priority group name", BASE, {"priorityPolicy": "overflow", "priorityGroups": ["a group"]}, "priorityGroups",
+     10162),
+    ("pinned timeout without policy", BASE, {"priorityTimeout": "1m"}, "priorityTimeout", 10197),
+    ("flow_control acks on pull", BASE, {"ackPolicy": "flow_control"}, "ackPolicy", 10218),
+]
+
+# Valid declarations that must pass preview and be accepted as they are (pedantic).
+GOOD = [
+    ("maxAge under 2m without duplicateWindow", {**BASE, "maxAge": "1m"}, None),
+    ("consumer inherits the stream's maxAckPending", {**BASE, "consumerLimits": {"maxAckPending": 10}}, {}),
+    ("consumer inherits the stream's inactiveThreshold", {**BASE, "consumerLimits": {"inactiveThreshold": "1h"}}, {}),
+    ("filter overlapping but not inside", {"subjects": ["r.a", "r.b"]}, {"filterSubject": "r.*"}),
+    ("filters that overlap without containing", {"subjects": ["r.>"]}, {"filterSubjects": ["r.*.a", "r.b.*"]}),
+    ("sampleFrequency as a YAML number", BASE, {"sampleFrequency": 50.0}),
+    ("republish without a source", {**BASE, "republish": {"destination": "copy.>"}}, None),
+    ("schedules with rollup", {**BASE, "allowMsgSchedules": True, "allowRollup": True}, None),
+    ("async persist", {**BASE, "persistMode": "async"}, None),
+    ("batched publishing", {**BASE, "allowBatched": True}, None),
+    ("delete markers", {**BASE, "allowMsgTtl": True, "allowRollup": True, "subjectDeleteMarkerTtl": "1m"}, None),
+    ("priority groups", BASE, {"priorityPolicy": "pinned_client", "priorityGroups": ["jobs"]}),
+    ("paused consumer", BASE, {"pauseUntil": "2030-01-01T00:00:00Z"}),
+    ("flow_control acks", BASE, {"deliverSubject": "out.x", "ackPolicy": "flow_control", "flowControl": True,
+                                 "idleHeartbeat": "1s", "maxAckPending": 100}),
+    ("JetStream events with noAck", {"subjects": ["$JS.EVENT.>"]}, None),
+    ("mirror of a stream", {"mirror": {"name": "origin"}}, None),
+]
+
+
+def _declare(stream: dict, consumer: dict | None) -> dict:
+    decl = dict(stream)
+    if consumer is not None:
+        decl["consumers"] = {"c": consumer}
+    return {"rs": decl}
+
+
+def _without_rules(monkeypatch):
+    """The wire config as the catalog builds it, with the offline rules switched off: what the server is
+    sent when asked for its own answer."""
+    monkeypatch.setattr(catalog, "check_stream_rules", lambda cfg, creating=None: None)
+    monkeypatch.setattr(catalog, "check_consumer_rules", lambda cfg, ctx: None)
+
+
+@pytest.fixture
+def raw(nats_server):
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    raw.api("$JS.API.STREAM.CREATE.origin", {"name": "origin", "subjects": ["origin.>"]})
+    return raw
+
+
+def _server_answer(raw, spec) -> dict | None:
+    """Create the stream, then the consumer, as the provider would (pedantic); the first error, or None."""
+    r = raw.api(f"$JS.API.STREAM.CREATE.{spec.name}", {**spec.config, "pedantic": True})
+    if "error" in r:
+        return r["error"]
+    for c in spec.consumers:
+        r = raw.api(f"$JS.API.CONSUMER.CREATE.{spec.name}.{c.name}",
+                    {"stream_name": spec.name, "config": c.config, "pedantic": True})
+        if "error" in r:
+            return r["error"]
+    return None
+
+
+@pytest.mark.parametrize("what, stream, consumer, key, code", BAD, ids=[b[0] for b in BAD])
+def test_bad_declaration_fails_offline_and_on_the_server(raw, monkeypatch, what, stream, consumer, key, code):
+    with pytest.raises(CatalogError) as err:
+        load_catalog(_declare(stream, consumer))
+    assert err.value.key == key, str(err.value)
+    assert str(err.value).startswith("consumer 'c' of stream 'rs'" if consumer is not None else "stream 'rs'")
+    with monkeypatch.context() as m:
+        _without_rules(m)
+        [spec] = load_catalog(_declare(stream, consumer))
+    answer = _server_answer(raw, spec)
+    assert answer is not None, f"the server accepted {what!r}"
+    assert answer["err_code"] == code, json.dumps(answer)
+
+
+@pytest.mark.parametrize("what, stream, consumer", GOOD, ids=[g[0] for g in GOOD])
+def test_valid_declaration_passes_offline_and_on_the_server(raw, what, stream, consumer):
+    [spec] = load_catalog(_declare(stream, consumer))
+    assert _server_answer(raw, spec) is None
+
+
+def test_sealed_is_refused_at_create_only(raw):
+    """The provider's Check knows create (no old inputs) from update; the server agrees."""
+    from streams.catalog import stream_wire_config
+    with pytest.raises(CatalogError, match="sealed: a stream is created unsealed"):
+        stream_wire_config("s", {**BASE, "sealed": True}, creating=True)
+    sealed = stream_wire_config("s", {**BASE, "sealed": True}, creating=False)
+    assert raw.api("$JS.API.STREAM.CREATE.s", {**sealed, "pedantic": True})["error"]["err_code"] == 10052
+    raw.api("$JS.API.STREAM.CREATE.s", {**stream_wire_config("s", BASE), "pedantic": True})
+    assert raw.api("$JS.API.STREAM.UPDATE.s", {**sealed, "pedantic": True})["config"]["sealed"] is True
+
+
+# ---------------------------------------------------------------- the whole config surface
+
+# Fields the catalog leaves out on purpose: identity (set from the declaration's name), the request flag,
+# and the server's own markers for internal consumers (`direct` needs an ephemeral, `sourcing` is the
+# server's) and placement's `preferred` (refused by the server).
+NOT_DECLARED = {"stream": {"name", "pedantic"}, "consumer": {"name", "durable_name", "direct", "sourcing"},
+                "placement": {"preferred"}}
+
+
+def _server_fields(raw, subject: str, body) -> set[str]:
+    """The JSON fields the server's decoder knows at one spot of a request: it refuses unknown fields
+    (DisallowUnknownFields in jetstream_api.go unmarshalRequest), and a known one set to null is accepted
+    by the decoder, so the answer tells them apart. Candidates are the json tags in the binary."""
+    tags = sorted(set(re.findall(rb'json:"([a-z_0-9]+)[,"]', open(nats_server_binary(), "rb").read())))
+    known = set()
+    for tag in (t.decode() for t in tags):
+        answer = raw.api(subject, body(tag)).get("error", {})
+        if "unknown field" not in answer.get("description", ""):
+            known.add(tag)
+    return known
+
+
+def _wire_keys(fields) -> set[str]:
+    return {f.wire for f in fields}
+
+
+def test_the_catalog_knows_every_field_of_the_pinned_server(raw):
+    stream = _server_fields(raw, "$JS.API.STREAM.CREATE.x", lambda t: {"name": "", t: None})
+    assert stream - NOT_DECLARED["stream"] == _wire_keys(catalog.STREAM_FIELDS)
+    consumer = _server_fields(raw, "$JS.API.CONSUMER.CREATE.none.c", lambda t: {"stream_name": "none", "config": {t: None}})
+    assert consumer - NOT_DECLARED["consumer"] == _wire_keys(catalog.CONSUMER_FIELDS)
+    source = _server_fields(raw, "$JS.API.STREAM.CREATE.x", lambda t: {"name": "", "mirror": {t: None}})
+    assert source == _wire_keys(catalog._source_fields)
