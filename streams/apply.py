@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pulumi.dynamic import Config, ConfigureRequest
 
 from components.settings import PROJECT
-from streams.catalog import StreamSpec
+from streams.catalog import CatalogError, StreamSpec
 from streams.provider import ConsumerProvider, StreamProvider
 from streams.resources import consumer_props, stream_props
 
@@ -31,18 +31,13 @@ def configured_providers(url: str, ready_timeout: str = "60s") -> tuple[StreamPr
 def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers: int = 1) -> list[Applied]:
     streams, consumers = configured_providers(url)
     applied = []
-    for spec in specs:
-        props = stream_props(spec, jetstream_servers=jetstream_servers)
-        failures = streams.check({}, props).failures
-        if failures:
-            raise ValueError(failures[0].reason)
-        out = streams.create(props).outs
-        applied.append(Applied("stream", spec.name, out.get("created")))
-        for c in spec.consumers:
-            cprops = consumer_props(c)
-            failures = consumers.check({}, cprops).failures
-            if failures:
-                raise ValueError(failures[0].reason)
-            consumers.create(cprops)
-            applied.append(Applied("consumer", f"{spec.name}/{c.name}"))
+    try:  # create validates the declaration as Check does (the specs were validated by load_catalog already)
+        for spec in specs:
+            out = streams.create(stream_props(spec, jetstream_servers=jetstream_servers)).outs
+            applied.append(Applied("stream", spec.name, out.get("created")))
+            for c in spec.consumers:
+                consumers.create(consumer_props(c))
+                applied.append(Applied("consumer", f"{spec.name}/{c.name}"))
+    except CatalogError as exc:
+        raise ValueError(str(exc)) from None
     return applied

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from streams.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
                            check_workqueue_partition, consumer_filters, fill_consumer_defaults, fill_stream_defaults)

@@ -7,7 +7,8 @@ changes. The rules follow nats-server 2.15 (checked field by field in tests/test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streams.catalog import MANAGED_BY_KEY, canonical_time
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
 

@@ -15,7 +15,8 @@ How the server loses data, read in nats-server `server/stream.go` and `server/co
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def stream_message_loss(info: Mapping[str, Any]) -> str | None:
