@@ -30,6 +30,34 @@ def nats_server(tmp_path, homelab_settings):
         server.stop()
 
 
+# ---------------------------------------------------------------- the providers against one server
+
+from streams.jetstream import close_all_clients  # noqa: E402
+from streams.provider import ConsumerProvider, StreamProvider  # noqa: E402
+from tests.provider_harness import RawJetStream, configured  # noqa: E402
+
+
+@pytest.fixture
+def server(nats_server):
+    yield nats_server()
+    close_all_clients()
+
+
+@pytest.fixture
+def raw(server):
+    return RawJetStream(server.client_url)
+
+
+@pytest.fixture
+def streams(server):
+    return configured(StreamProvider, server.client_url)
+
+
+@pytest.fixture
+def consumers(server):
+    return configured(ConsumerProvider, server.client_url)
+
+
 # ---------------------------------------------------------------- S3: moto in server mode on loopback
 
 import os  # noqa: E402

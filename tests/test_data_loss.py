@@ -6,34 +6,11 @@ import json
 import nats
 import pytest
 
-from streams.jetstream import close_all_clients
-from streams.provider import (ConsumerProvider, DataLossRefused, ReplacementFailed, ReplacementRefused,
-                              StreamProvider)
-from tests.provider_harness import Managed, RawJetStream, configured, consumer_inputs, stream_inputs
+from streams.provider import DataLossRefused, ReplacementFailed, ReplacementRefused
+from tests.provider_harness import Managed, consumer_inputs, stream_inputs
 
 INTEREST = {"subjects": ["i.>"], "retention": "interest"}
 LIMITS = {"subjects": ["l.>"]}
-
-
-@pytest.fixture
-def server(nats_server):
-    yield nats_server()
-    close_all_clients()
-
-
-@pytest.fixture
-def raw(server):
-    return RawJetStream(server.client_url)
-
-
-@pytest.fixture
-def streams(server):
-    return configured(StreamProvider, server.client_url)
-
-
-@pytest.fixture
-def consumers(server):
-    return configured(ConsumerProvider, server.client_url)
 
 
 def fetch_and_ack(url: str, stream: str, consumer: str, n: int) -> None:

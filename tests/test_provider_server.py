@@ -4,34 +4,13 @@ import pytest
 from components.local_server import free_port, local_layout, start_server
 from streams.catalog import MANAGED_BY_KEY, load_catalog
 from streams.jetstream import NatsUnavailable, close_all_clients
-from streams.provider import AdoptionRefused, ConsumerProvider, DataLossRefused, StreamProvider
+from streams.provider import AdoptionRefused, DataLossRefused, StreamProvider
 from streams.resources import consumer_props, stream_props
 from tests.provider_harness import Managed, RawJetStream, configured, consumer_inputs, stream_inputs
 from tests.test_settings import homelab_raw
 
 S = 10**9
 H = 3600 * S
-
-
-@pytest.fixture
-def server(nats_server):
-    yield nats_server()
-    close_all_clients()
-
-
-@pytest.fixture
-def raw(server):
-    return RawJetStream(server.client_url)
-
-
-@pytest.fixture
-def streams(server):
-    return configured(StreamProvider, server.client_url)
-
-
-@pytest.fixture
-def consumers(server):
-    return configured(ConsumerProvider, server.client_url)
 
 
 def test_homelab_catalog_is_created_as_the_guide_says(streams, consumers, raw):
