@@ -172,10 +172,6 @@ class JetStreamClient:
                 return None
             raise
 
-    async def consumer_names(self, stream: str) -> list[str]:
-        page = await self.request(f"$JS.API.CONSUMER.NAMES.{stream}", {"offset": 0})
-        return page.get("consumers") or []
-
     async def consumer_infos(self, stream: str) -> list[dict]:
         """Every consumer's info on a stream, all pages; [] when the stream is gone."""
         out: list[dict] = []

@@ -239,17 +239,13 @@ class StreamProvider(_JetStreamProvider):
         return {**inputs, "created": info.get("created"), "config": applied, "messagesRemoved": removed}
 
 
-async def _stream_consumers(c: JetStreamClient, name: str) -> list[dict]:
-    return await c.consumer_infos(name)
-
-
 async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool) -> tuple[dict, int]:
     """An in-place update, refused when the server would apply it by dropping messages nobody asked to drop;
     returns the new info and how many messages the update removed (a lowered limit is the user's intent)."""
     name = desired["name"]
     cur_cfg = current["config"]
     if cur_cfg.get("retention", "limits") == "limits" and desired.get("retention") == "interest":
-        loss = interest_conversion_loss(current, await _stream_consumers(c, name))
+        loss = interest_conversion_loss(current, await c.consumer_infos(name))
         if loss and not allow_loss:
             raise _refuse_loss(stream_where(name), [loss], "switch retention from limits to interest",
                                "Add the consumers that should keep them first, or set allowDataLoss: true on the "
@@ -341,7 +337,7 @@ async def _preflight_replacement(c: JetStreamClient, info: dict, desired: dict,
 
 async def _replace_stream(c: JetStreamClient, info: dict, desired: dict, reasons: tuple[str, ...]) -> tuple[dict, int]:
     name = desired["name"]
-    consumers = [ci for ci in await _stream_consumers(c, name) if _is_managed(ci["config"])]
+    consumers = [ci for ci in await c.consumer_infos(name) if _is_managed(ci["config"])]
     updated = await _preflight_replacement(c, info, desired, consumers)
     if updated is not None:
         return updated, 0
