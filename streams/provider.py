@@ -294,7 +294,7 @@ _IMMUTABLE_UPDATE_ERRORS = ("can not change storage type", "can not change reten
                             "message schedules can not be disabled", "can not change persist mode")
 
 
-async def _preflight_replacement(c: JetStreamClient, info: dict, desired: dict,
+async def _preflight_replacement(c: JetStreamClient, desired: dict,
                                  consumers: list[dict]) -> dict | None:
     """Ask the server everything that can be asked before the old stream is deleted. Returns the updated
     info when the server turns out to accept the change in place (nothing to replace), else None; raises
@@ -338,7 +338,7 @@ async def _preflight_replacement(c: JetStreamClient, info: dict, desired: dict,
 async def _replace_stream(c: JetStreamClient, info: dict, desired: dict, reasons: tuple[str, ...]) -> tuple[dict, int]:
     name = desired["name"]
     consumers = [ci for ci in await c.consumer_infos(name) if _is_managed(ci["config"])]
-    updated = await _preflight_replacement(c, info, desired, consumers)
+    updated = await _preflight_replacement(c, desired, consumers)
     if updated is not None:
         return updated, 0
     lost = (info.get("state") or {}).get("messages", 0)
