@@ -25,6 +25,8 @@ CONSUMER_DEFAULTS = {"deliver_policy": "all", "ack_policy": "none", "max_deliver
 
 
 def _canonical(value: Any, key: str = "") -> Any:
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or value is None or isinstance(value, str):
         if isinstance(value, str) and key in ("opt_start_time", "pause_until"):
             return canonical_time(value)
