@@ -28,16 +28,25 @@ class NatsDeployment(pulumi.ComponentResource):
         super().__init__("homelab-nats:index:NatsDeployment", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        self.namespace = declare(k8s.core.v1.Namespace, f"{name}-namespace", manifests.namespace(s), child)
+        # Deleting the namespace deletes the JetStream claim in it (every message): `pulumi destroy` leaves
+        # it in the cluster; delete it by hand once the data is no longer wanted.
+        self.namespace = declare(k8s.core.v1.Namespace, f"{name}-namespace", manifests.namespace(s),
+                                 pulumi.ResourceOptions(parent=self, retain_on_delete=True))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), in_ns)
         self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s),
                                 pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
         self.volume_snapshots = None
+        self.claim_labels = []
         if s.volume_snapshots.enabled:
             self.volume_snapshots = declare(
                 k8s.apiextensions.CustomResource, f"{name}-volume-snapshots", manifests.longhorn_recurring_job(s),
                 child)
+            # After the StatefulSet (pulumi-kubernetes waits for its pods, so every claim exists by then).
+            self.claim_labels = [
+                declare(k8s.core.v1.PersistentVolumeClaimPatch, f"{name}-{patch['metadata']['name']}-labels", patch,
+                        pulumi.ResourceOptions(parent=self, depends_on=[self.server.stateful_set]))
+                for patch in manifests.js_claim_label_patches(s)]
         # Stream and consumer resources depend on these: they exist only once clients can connect.
         self.ready_resources = self.server.ready_resources
         self.register_outputs({"namespace": self.namespace.metadata["name"]})

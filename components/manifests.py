@@ -124,13 +124,46 @@ def _exporter_container(settings: Settings) -> dict:
     }
 
 
+def _js_volume_labels(settings: Settings) -> dict:
+    # Longhorn binds a volume to a RecurringJob group through its claim's labels, and only reads them when
+    # the claim is marked as a recurring-job source (longhorn/longhorn-manager: controller/
+    # volume_controller.go, the PVC recurring-job label sync; the labels are in types/types.go).
+    return {"app.kubernetes.io/part-of": "homelab-nats",
+            "recurring-job.longhorn.io/source": "enabled",
+            LONGHORN_GROUP_LABEL.format(group=settings.volume_snapshots.group): "enabled"}
+
+
+def js_claim_names(settings: Settings) -> list[str]:
+    """The claims the StatefulSet controller makes (or reuses): <template>-<statefulset>-<ordinal>, the
+    chart's `nats-js-nats-0` included."""
+    return [f"{JS_VOLUME}-{NAME}-{ordinal}" for ordinal in range(settings.replicas)]
+
+
+def js_claim_label_patches(settings: Settings) -> list[dict]:
+    """Server-side-apply patches that put the snapshot labels on every JetStream claim.
+
+    volumeClaimTemplates only label claims the controller creates: it never updates an existing claim
+    (kubernetes/kubernetes pkg/controller/statefulset/stateful_pod_control.go createMissingPersistentVolumeClaims
+    creates the missing ones and leaves existing ones as they are), so a claim left by the Helm chart
+    (which has no labels) would never join the RecurringJob group without these."""
+    return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": name, "namespace": settings.namespace, "labels": _js_volume_labels(settings)}}
+            for name in js_claim_names(settings)]
+
+
+def scrape_annotations(settings: Settings) -> dict:
+    """For Prometheus setups that scrape annotated pods (the prometheus chart's kubernetes-pods job)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(settings.ports.metrics),
+            "prometheus.io/path": "/metrics"}
+
+
 def stateful_set(settings: Settings) -> dict:
     # volumeClaimTemplates are immutable, so these labels do not depend on whether snapshots are
-    # enabled: turning the RecurringJob off or on must not force a StatefulSet replacement. Longhorn
-    # copies recurring-job labels from a PVC marked as a recurring-job source onto its volume.
-    js_volume_labels = {"app.kubernetes.io/part-of": "homelab-nats",
-                        "recurring-job.longhorn.io/source": "enabled",
-                        LONGHORN_GROUP_LABEL.format(group=settings.volume_snapshots.group): "enabled"}
+    # enabled: turning the RecurringJob off or on must not force a StatefulSet replacement.
+    js_volume_labels = _js_volume_labels(settings)
+    pod_annotations = {RESTART_ANNOTATION: restart_checksum(settings, cluster_layout(settings))}
+    if settings.monitoring.scrape_annotations:
+        pod_annotations.update(scrape_annotations(settings))
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": _meta(settings, NAME, "nats"),
@@ -142,8 +175,7 @@ def stateful_set(settings: Settings) -> dict:
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "selector": {"matchLabels": selector_labels("nats")},
             "template": {
-                "metadata": {"labels": common_labels("nats"),
-                             "annotations": {RESTART_ANNOTATION: restart_checksum(settings, cluster_layout(settings))}},
+                "metadata": {"labels": common_labels("nats"), "annotations": pod_annotations},
                 "spec": {
                     "shareProcessNamespace": True,
                     "terminationGracePeriodSeconds": 60,
@@ -182,8 +214,13 @@ def headless_service(settings: Settings) -> dict:
 
 def pod_monitor(settings: Settings) -> dict:
     """For the Prometheus Operator: scrape the exporter on every NATS pod."""
+    meta = _meta(settings, NAME, "nats")
+    # kube-prometheus-stack selects PodMonitors labelled `release: <its release>` unless
+    # podMonitorSelectorNilUsesHelmValues is false (prometheus-community/helm-charts
+    # charts/kube-prometheus-stack/templates/prometheus/prometheus.yaml): monitoring.podMonitorLabels.
+    meta["labels"] = {**meta["labels"], **settings.monitoring.pod_monitor_labels}
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-            "metadata": _meta(settings, NAME, "nats"),
+            "metadata": meta,
             "spec": {"selector": {"matchLabels": selector_labels("nats")},
                      "namespaceSelector": {"matchNames": [settings.namespace]},
                      "podMetricsEndpoints": [{"port": "prom-metrics", "path": "/metrics",
@@ -207,9 +244,14 @@ def client_service(settings: Settings) -> dict:
     annotations = {}
     spec = {"selector": selector_labels("nats"), "ports": _service_ports(settings)}
     if lb.enabled:
-        annotations["metallb.universe.tf/loadBalancerIPs"] = lb.ip
-        if lb.address_pool:
-            annotations["metallb.universe.tf/address-pool"] = lb.address_pool
+        # MetalLB >= 0.14.9 reads metallb.io/*, falling back to the deprecated metallb.universe.tf/* and
+        # raising a `deprecatedAnnotation` event for it (metallb/metallb controller/service.go
+        # valueForAnnotation, controller/main.go). Older MetalLB reads only the old prefix.
+        prefixes = ["metallb.io"] + (["metallb.universe.tf"] if lb.legacy_annotations else [])
+        for prefix in prefixes:
+            annotations[f"{prefix}/loadBalancerIPs"] = lb.ip
+            if lb.address_pool:
+                annotations[f"{prefix}/address-pool"] = lb.address_pool
         spec["type"] = "LoadBalancer"
         # Keep client source addresses visible to the server (connz); single node, so no extra hop.
         spec["externalTrafficPolicy"] = "Local"

@@ -81,6 +81,7 @@ class JetStream:
 class LoadBalancer:
     ip: str | None = "10.0.0.248"
     address_pool: str | None = None
+    legacy_annotations: bool = False   # also the metallb.universe.tf/ keys, for MetalLB before 0.14.9
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +120,8 @@ class Monitoring:
     grafana_dashboard: bool = True             # a ConfigMap for Grafana's dashboard sidecar
     dashboard_label: str = "grafana_dashboard"  # the sidecar's label (kube-prometheus-stack's default)
     dashboard_namespace: str | None = None     # default: the NATS namespace
+    pod_monitor_labels: Mapping[str, str] = field(default_factory=dict)  # e.g. {release: kube-prometheus-stack}
+    scrape_annotations: bool = True            # prometheus.io/scrape on the pods, for annotation-based setups
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,7 @@ def _jetstream(raw: Mapping[str, Any]) -> JetStream:
 def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     if "loadBalancer" in raw and raw["loadBalancer"] is None:
         return LoadBalancer(ip=None)
-    sec = _section(raw, "loadBalancer", ("ip", "addressPool"))
+    sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations"))
     ip = sec.get("ip", LoadBalancer.ip)
     if ip is not None:
         try:
@@ -299,7 +302,8 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     pool = sec.get("addressPool")
     if pool is not None:
         pool = _str(pool, "loadBalancer.addressPool", _DNS_SUBDOMAIN, "a MetalLB address pool name")
-    return LoadBalancer(ip=ip, address_pool=pool)
+    legacy = _bool(sec.get("legacyAnnotations", False), "loadBalancer.legacyAnnotations")
+    return LoadBalancer(ip=ip, address_pool=pool, legacy_annotations=legacy)
 
 
 def _images(raw: Mapping[str, Any]) -> Images:
@@ -331,17 +335,26 @@ def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
 
 
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _PROM_DURATION = re.compile(r"^\d+(ms|s|m|h)$")
 
 
 def _monitoring(raw: Mapping[str, Any]) -> Monitoring:
     sec = _section(raw, "monitoring", ("prometheusOperator", "scrapeInterval", "grafanaDashboard", "dashboardLabel",
-                                       "dashboardNamespace"))
+                                       "dashboardNamespace", "podMonitorLabels", "scrapeAnnotations"))
     d = Monitoring()
     ns = sec.get("dashboardNamespace")
     if ns is not None:
         ns = _str(ns, "monitoring.dashboardNamespace", _DNS_LABEL, "a namespace name")
+    labels = sec.get("podMonitorLabels") or {}
+    if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and _LABEL_KEY.match(k) and isinstance(v, str) and _LABEL_VALUE.match(v)
+            for k, v in labels.items()):
+        raise SettingsError(f"{config_key('monitoring.podMonitorLabels')}: expected a map of Kubernetes labels such "
+                            f"as {{release: kube-prometheus-stack}}, got {labels!r}")
     return Monitoring(
+        pod_monitor_labels=dict(labels),
+        scrape_annotations=_bool(sec.get("scrapeAnnotations", d.scrape_annotations), "monitoring.scrapeAnnotations"),
         prometheus_operator=_bool(sec.get("prometheusOperator", d.prometheus_operator), "monitoring.prometheusOperator"),
         scrape_interval=_str(sec.get("scrapeInterval", d.scrape_interval), "monitoring.scrapeInterval",
                              _PROM_DURATION, "a Prometheus duration such as 30s"),

@@ -52,6 +52,7 @@ class ProgramRun:
     resources: list[DeclaredResource] = field(default_factory=list)
     exports: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)   # resource name -> the ResourceOptions it was declared with
 
     def of_type(self, typ: str) -> list[DeclaredResource]:
         return [r for r in self.resources if r.type == typ]
@@ -87,8 +88,16 @@ def run_program(config: dict, *, stack: str = "homelab", preview: bool = False,
     SETTINGS.outputs.clear()
     raw_exports: dict = {}
 
+    import components.deployment
+    from components.kube import declare
+
+    def recording_declare(cls, name, manifest, opts):
+        run.options[name] = opts
+        return declare(cls, name, manifest, opts)
+
     def main():
-        with mock.patch.object(pulumi, "export", lambda k, v: raw_exports.__setitem__(k, v)), \
+        with mock.patch.object(components.deployment, "declare", recording_declare), \
+                mock.patch.object(pulumi, "export", lambda k, v: raw_exports.__setitem__(k, v)), \
                 mock.patch.object(pulumi.log, "warn", lambda msg, *a, **kw: run.warnings.append(msg)):
             runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 

@@ -5,11 +5,12 @@ import re
 
 import jsonschema
 import pytest
+import yaml
 
 from components import manifests
 from components.settings import load_settings
 from tests.exporter_metrics import exposed_metrics
-from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
+from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
 
 PROMQL_FUNCTIONS = {"rate", "irate", "increase", "sum", "avg", "max", "min", "by", "without", "label_values"}
 
@@ -64,7 +65,7 @@ def test_dashboard_config_map_is_labelled_for_the_sidecar():
     headless = as_manifest(run.one("kubernetes:core/v1:Service", "nats-headless"))
     assert {"name": "prom-metrics", "port": 7777, "targetPort": "prom-metrics", "protocol": "TCP",
             "appProtocol": "http"} in headless["spec"]["ports"]
-    assert run.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor") == []  # off in the homelab stack
+    assert run.one("kubernetes:monitoring.coreos.com/v1:PodMonitor", "nats")  # the homelab runs the operator
 
 
 POD_MONITOR_SCHEMA = {
@@ -99,8 +100,111 @@ def test_pod_monitor_when_the_operator_is_used():
     ({"monitoring": {"prometheusOperator": "yes"}}, "homelab-nats:monitoring.prometheusOperator"),
     ({"monitoring": {"scrapeInterval": "30"}}, "homelab-nats:monitoring.scrapeInterval"),
     ({"monitoring": {"dashboardLabel": "bad label"}}, "homelab-nats:monitoring.dashboardLabel"),
+    ({"monitoring": {"podMonitorLabels": {"release": "a b"}}}, "homelab-nats:monitoring.podMonitorLabels"),
+    ({"monitoring": {"podMonitorLabels": ["release"]}}, "homelab-nats:monitoring.podMonitorLabels"),
+    ({"monitoring": {"scrapeAnnotations": "on"}}, "homelab-nats:monitoring.scrapeAnnotations"),
+    ({"loadBalancer": {"legacyAnnotations": 1}}, "homelab-nats:loadBalancer.legacyAnnotations"),
 ])
 def test_bad_monitoring_settings(raw, key):
     from components.settings import SettingsError
     with pytest.raises(SettingsError, match=key):
         load_settings(raw)
+
+
+# ---------------------------------------------------------------- who selects what, in the real homelab
+def selects(selector: dict | None, labels: dict) -> bool:
+    """A Kubernetes LabelSelector (matchLabels + matchExpressions); {} selects everything, as the
+    Prometheus Operator reads an empty podMonitorSelector."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        value, present = labels.get(e["key"]), e["key"] in labels
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("selector, labels, expected", [
+    ({}, {"a": "1"}, True),
+    ({"matchLabels": {"release": "kps"}}, {"release": "kps", "x": "y"}, True),
+    ({"matchLabels": {"release": "kps"}}, {"x": "y"}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]}, {"a": "2"}, True),
+    ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {"a": "1"}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}, True),
+])
+def test_label_selector_table(selector, labels, expected):
+    assert selects(selector, labels) is expected
+
+
+def kube_prometheus_stack_selector(nil_uses_helm_values: bool, release: str = "kube-prometheus-stack") -> dict:
+    """What kube-prometheus-stack 61.3.2 renders as the Prometheus's podMonitorSelector
+    (prometheus-community/helm-charts charts/kube-prometheus-stack/templates/prometheus/prometheus.yaml):
+    {} when podMonitorSelectorNilUsesHelmValues is false, else matchLabels release: <release name>. Its
+    podMonitorNamespaceSelector defaults to {} (every namespace)."""
+    return {"matchLabels": {"release": release}} if nil_uses_helm_values else {}
+
+
+def test_the_homelab_prometheus_scrapes_the_exporter():
+    """kube-prometheus-stack with podMonitorSelectorNilUsesHelmValues: false (brannn/homelab-foundations
+    clusters/um890/monitoring/prometheus/helmrelease.yaml) picks up the PodMonitor, which selects the NATS
+    pod and names the exporter's container port."""
+    run = run_program(stack_config("homelab"))
+    pm = as_manifest(run.one("kubernetes:monitoring.coreos.com/v1:PodMonitor", "nats"))
+    assert selects(kube_prometheus_stack_selector(False), pm["metadata"]["labels"])
+    ss = as_manifest(run.one("kubernetes:apps/v1:StatefulSet"))
+    pod = ss["spec"]["template"]
+    assert selects(pm["spec"]["selector"], pod["metadata"]["labels"])
+    assert ss["metadata"]["namespace"] in pm["spec"]["namespaceSelector"]["matchNames"]
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert {e["port"] for e in pm["spec"]["podMetricsEndpoints"]} <= ports
+    # The chart's default selector would not: podMonitorLabels is for those installs.
+    assert not selects(kube_prometheus_stack_selector(True), pm["metadata"]["labels"])
+
+
+def test_pod_monitor_labels_for_a_release_selector():
+    config = {**stack_config("homelab"), **encode_config({"homelab-nats:monitoring": {
+        "prometheusOperator": True, "podMonitorLabels": {"release": "kube-prometheus-stack"}}})}
+    pm = as_manifest(run_program(config).one("kubernetes:monitoring.coreos.com/v1:PodMonitor", "nats"))
+    assert selects(kube_prometheus_stack_selector(True), pm["metadata"]["labels"])
+
+
+def test_annotation_based_scraping_finds_the_exporter_port():
+    ss = as_manifest(run_program(stack_config("homelab")).one("kubernetes:apps/v1:StatefulSet"))
+    pod = ss["spec"]["template"]
+    ann = pod["metadata"]["annotations"]
+    exporter = next(c for c in pod["spec"]["containers"] if c["name"] == "prom-exporter")
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+    assert int(ann["prometheus.io/port"]) == exporter["ports"][0]["containerPort"]
+    off = {**stack_config("homelab"), **encode_config({"homelab-nats:monitoring": {"scrapeAnnotations": False}})}
+    pod = as_manifest(run_program(off).one("kubernetes:apps/v1:StatefulSet"))["spec"]["template"]
+    assert not any(k.startswith("prometheus.io/") for k in pod["metadata"]["annotations"])
+
+
+def readme_grafana_values() -> dict:
+    text = (ROOT / "README.md").read_text()
+    marker = "# grafana values: mount the nats-grafana-dashboard ConfigMap"
+    block = text[text.index(marker):]
+    return yaml.safe_load(block[:block.index("```")])
+
+
+def test_the_documented_grafana_change_loads_the_dashboard():
+    """grafana chart 8.4.2 (grafana/helm-charts charts/grafana/templates/_pod.tpl) mounts ConfigMap
+    `dashboardsConfigMaps[<provider>]`, from Grafana's namespace, at /var/lib/grafana/dashboards/<provider>;
+    a file provider reads *.json there. The README's values must line up with what the stack declares."""
+    values = readme_grafana_values()
+    run = run_program(stack_config("homelab"))
+    cm = as_manifest(run.one("kubernetes:core/v1:ConfigMap", "nats-grafana-dashboard"))
+    providers = {p["name"]: p for p in values["dashboardProviders"]["dashboardproviders.yaml"]["providers"]}
+    [(provider, configmap)] = values["dashboardsConfigMaps"].items()
+    assert configmap == cm["metadata"]["name"]
+    assert providers[provider]["type"] == "file"
+    assert providers[provider]["options"]["path"] == f"/var/lib/grafana/dashboards/{provider}"  # the chart's mount
+    assert all(key.endswith(".json") for key in cm["data"])
+    # The homelab's Grafana HelmRelease lives in namespace monitoring; a pod mounts ConfigMaps of its own namespace.
+    assert cm["metadata"]["namespace"] == "monitoring"
+    # The provider already in the homelab's values stays as it was.
+    assert providers["default"]["options"]["path"] == "/var/lib/grafana/dashboards/default"

@@ -32,13 +32,18 @@ def test_resource_graph(homelab):
         ("kubernetes:longhorn.io/v1beta2:RecurringJob", "nats-jetstream-snapshot"),
         ("kubernetes:batch/v1:CronJob", "nats-backup"),
         ("kubernetes:core/v1:Secret", "nats-backup-s3"),
+        ("kubernetes:core/v1:PersistentVolumeClaimPatch", "nats-js-nats-0"),
+        ("kubernetes:monitoring.coreos.com/v1:PodMonitor", "nats"),
     ])
+    # The dashboard goes where the homelab's Grafana mounts it from (its own namespace).
+    assert homelab.one("kubernetes:core/v1:ConfigMap", "nats-grafana-dashboard").inputs["metadata"]["namespace"] \
+        == "monitoring"
     components = {r.type for r in homelab.resources if r.type.startswith("homelab-nats:")}
     assert components == {"homelab-nats:index:NatsDeployment", "homelab-nats:index:NatsServer",
                           "homelab-nats:index:NatsBox", "homelab-nats:index:NatsBackupJob"}
     for r in homelab.resources:
         if r.type.startswith("kubernetes:") and r.type != "kubernetes:core/v1:Namespace" \
-                and "RecurringJob" not in r.type:
+                and "RecurringJob" not in r.type and r.name != "nats-server-dashboard":
             assert r.inputs["metadata"]["namespace"] == "nats", r.name
 
 
@@ -84,7 +89,9 @@ def test_config_map_holds_the_rendered_conf(homelab):
 def test_client_service_is_the_metallb_load_balancer(homelab):
     svc = as_manifest(homelab.one(SVC, "nats"))
     assert svc["spec"]["type"] == "LoadBalancer"
-    assert svc["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "10.0.0.248"
+    # The current key only (MetalLB 0.15.3 in the homelab: brannn/homelab-foundations
+    # clusters/um890/metallb/install/helmrelease.yaml); the deprecated one raises an event there.
+    assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "10.0.0.248"}
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"nats": 4222, "monitor": 8222}
     assert "loadBalancerIP" not in svc["spec"]  # deprecated since 1.24
     headless = as_manifest(homelab.one(SVC, "nats-headless"))
@@ -228,3 +235,38 @@ def test_backup_credentials_stay_secret(homelab):
 def test_backups_without_credentials_fail_naming_the_key():
     with pytest.raises(SettingsError, match=r"homelab-nats:backupAccessKeyId: missing.*pulumi config set --secret"):
         run_program(stack_config("homelab", with_secrets=False), secret_keys=())
+
+
+def test_older_metallb_gets_the_deprecated_keys_too():
+    config = {**stack_config("homelab"), **encode_config({"homelab-nats:loadBalancer": {
+        "ip": "10.0.0.248", "addressPool": "default-pool", "legacyAnnotations": True}})}
+    svc = as_manifest(run_program(config).one(SVC, "nats"))
+    assert svc["metadata"]["annotations"] == {
+        "metallb.io/loadBalancerIPs": "10.0.0.248", "metallb.io/address-pool": "default-pool",
+        "metallb.universe.tf/loadBalancerIPs": "10.0.0.248", "metallb.universe.tf/address-pool": "default-pool"}
+
+
+def test_every_jetstream_claim_is_labelled_for_longhorn_snapshots(homelab):
+    """The StatefulSet controller names its claims <template>-<statefulset>-<ordinal> and never relabels one
+    that exists (the chart's nats-js-nats-0): a server-side-apply patch after the StatefulSet labels it."""
+    ss = as_manifest(homelab.one(SS, "nats"))
+    [template] = ss["spec"]["volumeClaimTemplates"]
+    claim = f"{template['metadata']['name']}-{ss['metadata']['name']}-0"
+    assert claim == "nats-js-nats-0"  # the Helm chart's claim: its volume is reused
+    [patch] = homelab.of_type("kubernetes:core/v1:PersistentVolumeClaimPatch")
+    manifest = as_manifest(patch)
+    assert manifest["metadata"]["name"] == claim and manifest["metadata"]["namespace"] == "nats"
+    labels = manifest["metadata"]["labels"]
+    [job] = homelab.of_type("kubernetes:longhorn.io/v1beta2:RecurringJob")
+    [group] = as_manifest(job)["spec"]["groups"]
+    # Longhorn reads the group label only on a claim marked as a recurring-job source.
+    assert labels["recurring-job.longhorn.io/source"] == "enabled"
+    assert labels[f"recurring-job-group.longhorn.io/{group}"] == "enabled"
+    # Applied after the StatefulSet, whose pods (so claims) exist once pulumi-kubernetes reports it ready.
+    assert "nats-server-statefulset" in [d._name for d in homelab.options[patch.name].depends_on]
+
+
+def test_namespace_outlives_the_stack(homelab):
+    """`pulumi destroy` must not delete the namespace: the JetStream claim (every message) is in it."""
+    [ns] = homelab.of_type("kubernetes:core/v1:Namespace")
+    assert homelab.options[ns.name].retain_on_delete is True

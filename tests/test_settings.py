@@ -27,10 +27,13 @@ def test_defaults_equal_the_guide():
 
 
 def test_homelab_stack_file_gives_the_defaults():
-    """The stack file writes the defaults out; it only adds the nightly backups."""
+    """The stack file writes the defaults out; it only adds the nightly backups and the homelab's monitoring."""
     import dataclasses
     homelab = load_settings(homelab_raw())
-    assert dataclasses.replace(homelab, backups=load_settings({}).backups) == load_settings({})
+    defaults = load_settings({})
+    assert dataclasses.replace(homelab, backups=defaults.backups, monitoring=defaults.monitoring) == defaults
+    # The homelab's kube-prometheus-stack and Grafana (see Pulumi.homelab.yaml and the README).
+    assert homelab.monitoring.prometheus_operator and homelab.monitoring.dashboard_namespace == "monitoring"
     assert homelab.backups.enabled and homelab.backups.schedule == "0 3 * * *"
 
 
