@@ -7,8 +7,9 @@ import pulumi
 from components.backup_job import backup_streams
 from components.connection import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
-from components.settings import SettingsError, load_settings
-from components.stack_config import read_backup_credentials, read_stack_config
+from components.settings import SettingsError, backup_credentials_warning, load_settings
+from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,
+                                     read_backup_credentials, read_stack_config)
 from streams.catalog import CatalogError, catalog_warnings, load_catalog
 from streams.resources import declare_catalog
 
@@ -19,12 +20,14 @@ try:
                            store_limits=settings.jetstream.store_limits)
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
-for warning in [*settings.warnings, *catalog_warnings(catalog)]:
+credentials_warning = backup_credentials_warning(settings, present_backup_keys())
+for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *catalog_warnings(catalog),
+                *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
-if settings.backups.enabled:
+if settings.backups.enabled and credentials_warning is None:
     NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog), read_backup_credentials()),
                   pulumi.ResourceOptions(depends_on=[nats.namespace]))
 

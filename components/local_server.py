@@ -120,12 +120,23 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._remove_pid_file()
+
+    def _remove_pid_file(self) -> None:
+        """nats-server leaves its pid file behind on exit; a stale one names a process that is gone."""
+        pid_file = Path(self.layout.pid_file)
+        try:
+            if pid_file.read_text().strip() == str(self.process.pid):
+                pid_file.unlink()
+        except OSError:
+            pass
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would (tests of failure paths)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._remove_pid_file()
 
     def __enter__(self) -> "LocalServer":
         return self
@@ -157,3 +168,44 @@ def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait:
             server.kill()
             raise
     return server
+
+
+class WorkdirLock:
+    """An exclusive lock on a server's folder for as long as one local server runs from it: a second
+    `make dev` for the same stack would otherwise rewrite the running server's nats.conf and pid file and
+    start a second server on the same JetStream files. The lock file names the holder."""
+
+    def __init__(self, workdir: Path, holder: str):
+        self.path = workdir / "dev.lock"
+        self.holder = holder
+        self._file = None
+
+    def __enter__(self) -> "WorkdirLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            raise LocalServerError(
+                f"{self.path.parent} is in use by {owner}. Stop that one first (Ctrl-C in its terminal), or give "
+                "this one its own folder with --data-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} ({self.holder}) since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._file is not None:
+            self._file.truncate(0)
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

@@ -406,6 +406,18 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
                    max_age=str(max_age), max_age_seconds=max_age_ns // 10**9)
 
 
+def backup_credentials_warning(settings: Settings, present: set[str] | frozenset[str]) -> str | None:
+    """Backups are on but their S3 keys are not (all) set: the CronJob waits for them. A warning, not an
+    error: a fresh clone must preview and deploy before anyone has made the keys."""
+    missing = [k for k in BACKUP_SECRET_KEYS if k not in present]
+    if not settings.backups.enabled or not missing:
+        return None
+    commands = " and ".join(f"`pulumi config set --secret {k} …`" for k in missing)
+    return (f"{config_key('backups.enabled')} is true but {', '.join(config_key(k) for k in missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: the nats-backup CronJob is not deployed and no "
+            f"scheduled backups run. Set the MinIO keys with {commands}, then `pulumi up`.")
+
+
 def _warnings(s: Settings) -> tuple[str, ...]:
     warnings = []
     if s.jetstream.memory_store.value >= s.resources.memory_limit.value:

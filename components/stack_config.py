@@ -1,12 +1,67 @@
-"""Reads this project's stack config from the Pulumi runtime into the plain mapping `load_settings` takes."""
+"""Reads this project's stack config into the plain mapping `load_settings` takes: from the Pulumi
+runtime (the program), or from `Pulumi.<stack>.yaml` itself (the local mode and the CLI)."""
 from __future__ import annotations
 
+import difflib
 import json
+from pathlib import Path
 
 import pulumi
 import pulumi.runtime.config as runtime_config
+import yaml
 
-from components.settings import PROJECT
+from components.settings import PROJECT, SettingsError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses a key given twice in one mapping: YAML keeps the last silently, Pulumi refuses the file."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.MarkedYAMLError("while reading a mapping", node.start_mark,
+                                       f"the key {key!r} is given twice (first on line {seen[key] + 1})",
+                                       key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_stack_file(path: Path) -> dict:
+    """The `config:` of a stack file, with every key. A YAML error or a duplicate key names the file and line."""
+    try:
+        doc = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else path.name
+        raise SettingsError(f"{where}: {exc.problem or exc.context}; fix the file (YAML) and try again") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path.name}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config") or {}, dict):
+        raise SettingsError(f"{path.name}: expected a `config:` mapping of keys to values")
+    return doc.get("config") or {}
+
+
+def near_miss_namespaces(keys) -> list[str]:
+    """Warnings for keys whose namespace is almost ours (`homelab-nat:streams`): Pulumi keeps such keys
+    for a project that does not exist, so the setting would be silently ignored."""
+    warnings = []
+    for key in sorted(keys):
+        namespace, _, rest = str(key).partition(":")
+        if rest and namespace != PROJECT and difflib.SequenceMatcher(None, namespace, PROJECT).ratio() >= 0.8:
+            warnings.append(f"config key {key!r} is in namespace {namespace!r}, not {PROJECT!r}, so this project "
+                            f"ignores it; did you mean {PROJECT}:{rest}? (`pulumi config rm {key}` and set it again)")
+    return warnings
+
+
+def all_config_keys() -> set[str]:
+    """Every config key of the running stack, of every namespace."""
+    return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
 
 
 def read_stack_config() -> dict:
@@ -16,7 +71,7 @@ def read_stack_config() -> dict:
     `jetStream.fileStore` instead of silently using a default.
     """
     prefix = f"{PROJECT}:"
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    keys = all_config_keys()
     config = pulumi.Config(PROJECT)
     raw = {}
     for full_key in sorted(k for k in keys if k.startswith(prefix)):
@@ -32,16 +87,20 @@ def read_stack_config() -> dict:
 
 
 def read_backup_credentials():
-    """The backup CronJob's S3 keys, as Pulumi secrets. Missing keys fail preview with the command to fix it."""
+    """The backup CronJob's S3 keys as Pulumi secrets, or None while either is missing (the program then
+    warns and leaves the CronJob out: `components.settings.backup_credentials_warning`)."""
     from components.deployment import BackupCredentials
-    from components.settings import SettingsError, config_key
+    from components.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)
-    values = {}
-    for key in ("backupAccessKeyId", "backupSecretAccessKey"):
-        value = config.get_secret(key)
-        if value is None:
-            raise SettingsError(f"{config_key(key)}: missing; backups.enabled needs S3 credentials: "
-                                f"`pulumi config set --secret {key} …`")
-        values[key] = value
+    values = {key: config.get_secret(key) for key in BACKUP_SECRET_KEYS}
+    if any(v is None for v in values.values()):
+        return None
     return BackupCredentials(values["backupAccessKeyId"], values["backupSecretAccessKey"])
+
+
+def present_backup_keys() -> set[str]:
+    from components.settings import BACKUP_SECRET_KEYS
+
+    config = pulumi.Config(PROJECT)
+    return {key for key in BACKUP_SECRET_KEYS if config.get(key) is not None}

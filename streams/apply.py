@@ -18,6 +18,7 @@ class Applied:
     kind: str
     name: str
     created: str | None = None
+    messages_removed: int = 0   # by a replacement or a lowered limit the declaration opted into
 
 
 def configured_providers(url: str, ready_timeout: str = "60s") -> tuple[StreamProvider, ConsumerProvider]:
@@ -34,10 +35,42 @@ def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers:
     try:  # create validates the declaration as Check does (the specs were validated by load_catalog already)
         for spec in specs:
             out = streams.create(stream_props(spec, jetstream_servers=jetstream_servers)).outs
-            applied.append(Applied("stream", spec.name, out.get("created")))
+            applied.append(Applied("stream", spec.name, out.get("created"), int(out.get("messagesRemoved") or 0)))
             for c in spec.consumers:
                 consumers.create(consumer_props(c))
                 applied.append(Applied("consumer", f"{spec.name}/{c.name}"))
     except CatalogError as exc:
         raise ValueError(str(exc)) from None
     return applied
+
+
+def undeclared(specs: tuple[StreamSpec, ...], url: str) -> list[str]:
+    """Streams and consumers this project made on the server (marked managed) that the catalog no longer
+    declares, each with what `pulumi up` would do with it: delete it, or refuse while it holds data."""
+    from streams.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE
+    from streams.safety import consumer_progress_loss, stream_message_loss
+
+    def managed(config: dict) -> bool:
+        return (config.get("metadata") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
+
+    streams, _ = configured_providers(url)
+    client = streams._client()
+    declared = {spec.name: spec for spec in specs}
+    report = []
+    for info in client.run(lambda c: c.stream_infos()):
+        name = info["config"]["name"]
+        if name not in declared:
+            if managed(info["config"]):
+                loss = stream_message_loss(info)
+                report.append(f"stream {name} is no longer declared: `pulumi up` would delete it" + (
+                    f", and refuses to while it holds {loss} unless the stream's last declaration set "
+                    "allowDataLoss: true" if loss else " (it is empty)"))
+            continue
+        wanted = {c.name for c in declared[name].consumers}
+        for ci in client.run(lambda c: c.consumer_infos(name)):
+            cname = ci["config"].get("durable_name") or ci["name"]
+            if cname not in wanted and managed(ci["config"]):
+                loss = consumer_progress_loss(ci)
+                report.append(f"consumer {name}/{cname} is no longer declared: `pulumi up` would delete it"
+                              + (f", losing {loss}" if loss else ""))
+    return report

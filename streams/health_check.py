@@ -21,13 +21,16 @@ from urllib.parse import urlparse
 
 import nats
 
-from components.settings import Settings, SettingsError
+from components.settings import Settings, SettingsError, backup_credentials_warning
 from streams.backups import close_quietly
 from streams.catalog import CatalogError, StreamSpec
-from streams.local_mode import load_stack
+from streams.local_mode import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+POINT_ELSEWHERE = ("To check another server, pass --server (and --monitor) or set NATS_URL (and NATS_MONITOR_URL): "
+                   "`make dev` prints the export line for the local one; for the cluster from outside the LAN, "
+                   "`kubectl port-forward -n nats svc/nats 4222 8222`")
 EXIT = {OK: 0, WARN: 1, FAIL: 2}
 
 
@@ -55,7 +58,7 @@ def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tup
     try:
         status, body = _http_json(f"{monitor_url}/healthz?js-enabled-only=true")
     except OSError as exc:
-        return [Finding(FAIL, "server", f"monitoring endpoint {monitor_url} unreachable: {exc}")], False
+        return [Finding(FAIL, "server", f"monitoring endpoint {monitor_url} unreachable: {exc}. {POINT_ELSEWHERE}")], False
     if status == 200 and body.get("status") == "ok":
         found.append(Finding(OK, "server", "healthz?js-enabled-only=true: ok"))
     else:
@@ -156,7 +159,7 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     try:
         nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 10)
     except Exception as exc:
-        return findings + [Finding(FAIL, "server", f"cannot connect to {server}: {exc}; use --server or NATS_URL")]
+        return findings + [Finding(FAIL, "server", f"cannot connect to {server}: {exc}. {POINT_ELSEWHERE}")]
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
     finally:
@@ -174,7 +177,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stack", default="homelab", help="stack file with the declarations (default homelab)")
     p.add_argument("--server", help="NATS URL (default: NATS_URL, else the stack's client URL)")
-    p.add_argument("--monitor", help="monitoring URL (default: the server's host on the stack's monitoring port)")
+    p.add_argument("--monitor", help="monitoring URL (default: NATS_MONITOR_URL, else the server's host on the "
+                                     "stack's monitoring port)")
     p.add_argument("--store-warn", type=float, default=0.8, help="warn when a store is this full (default 0.8)")
     p.add_argument("--lag-warn", type=int, default=1000, help="warn above this many pending messages (default 1000)")
     p.add_argument("--no-round-trip", action="store_true", help="skip the publish/read/delete probe")
@@ -194,9 +198,13 @@ def cmd_check(args) -> int:
             print("error: no load balancer in this stack: pass --server or set NATS_URL", file=sys.stderr)
             return 2
         server = f"nats://{settings.load_balancer.ip}:{settings.ports.client}"
-    monitor = args.monitor or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}"
+    monitor = (args.monitor or os.environ.get("NATS_MONITOR_URL")
+               or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}")
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,
                                       lag_warn=args.lag_warn, round_trip=not args.no_round_trip))
+    missing_keys = backup_credentials_warning(settings, set(read_stack_file(args.stack)))
+    if missing_keys:
+        findings.append(Finding(WARN, "backups", missing_keys))
     status = overall(findings)
     if args.json:
         print(json.dumps({"status": status, "server": server, "monitor": monitor,

@@ -14,31 +14,41 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
-
 from components.connection import connection_details, external_urls
-from components.local_server import LocalServerError, local_layout, start_server
+from components.local_server import LocalServerError, WorkdirLock, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
-from streams.apply import apply_catalog
+from components.stack_config import load_stack_file, near_miss_namespaces
+from streams.apply import apply_catalog, undeclared
 from streams.catalog import CatalogError, load_catalog
 from streams.jetstream import close_all_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def read_stack_file(stack: str, root: Path = ROOT) -> dict:
-    """`Pulumi.<stack>.yaml`'s config for this project, keys without the project prefix."""
-    path = root / f"Pulumi.{stack}.yaml"
+def stack_file_path(stack: str, root: Path = ROOT) -> Path:
+    """`stack` names `Pulumi.<stack>.yaml` in the project; a path to a .yaml file is taken as it is."""
+    if stack.endswith((".yaml", ".yml")):
+        return Path(stack)
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(stack: str, root: Path = ROOT, warn=None) -> dict:
+    """`Pulumi.<stack>.yaml`'s config for this project, keys without the project prefix. Keys under a
+    namespace close to ours are passed to `warn` (they would be ignored)."""
+    path = stack_file_path(stack, root)
     if not path.exists():
         raise SettingsError(f"no stack file {path.name}; pick a stack with --stack (e.g. homelab)")
-    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    config = load_stack_file(path)
+    if warn is not None:
+        for warning in near_miss_namespaces(config):
+            warn(f"{path.name}: {warning}")
     prefix = f"{PROJECT}:"
     return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
 
 
-def load_stack(stack: str):
+def load_stack(stack: str, warn=None):
     """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would."""
-    raw = read_stack_file(stack)
+    raw = read_stack_file(stack, warn=warn)
     settings = load_settings(raw)
     return settings, load_catalog(raw.get("streams"), max_replicas=settings.replicas,
                                   store_limits=settings.jetstream.store_limits)
@@ -47,7 +57,8 @@ def load_stack(stack: str):
 def add_parser(sub) -> None:
     p = sub.add_parser("dev", help="run the stack's NATS locally (rendered config, stream catalog)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stack", default="homelab", help="stack file to use: Pulumi.<STACK>.yaml (default homelab)")
+    p.add_argument("--stack", default="homelab", help="stack file to use: Pulumi.<STACK>.yaml (default homelab), "
+                                                       "or a path to a stack file")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=4222, help="client port (default 4222)")
     p.add_argument("--http-port", type=int, default=8222, help="monitoring port (default 8222)")
@@ -58,31 +69,44 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
-        settings, catalog = load_stack(args.stack)
+        settings, catalog = load_stack(args.stack, warn=lambda w: print(f"warning: {w}", file=sys.stderr))
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    workdir = args.data_dir or ROOT / ".local" / args.stack
+    workdir = args.data_dir or ROOT / ".local" / stack_file_path(args.stack).stem.removeprefix("Pulumi.")
     layout = local_layout(workdir, host=args.host, client_port=args.port, monitoring_port=args.http_port)
+    lock = WorkdirLock(workdir, f"python -m streams dev --stack {args.stack}, nats://{args.host}:{args.port}")
     try:
-        server = start_server(settings, layout, workdir)
+        with lock:
+            return _serve(args, settings, catalog, layout, workdir)
     except LocalServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _serve(args, settings, catalog, layout, workdir: Path) -> int:
+    server = start_server(settings, layout, workdir)
     with server:
         try:
             applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas)
+            leftovers = undeclared(catalog, server.client_url)
         except Exception as exc:  # refused data loss, adoption conflicts: say so, stop cleanly
             print(f"error: applying the stream catalog failed: {exc}", file=sys.stderr)
             close_all_clients()
             return 1
         close_all_clients()
         for item in applied:
-            print(f"applied {item.kind} {item.name}")
+            removed = (f" (replaced or limited: {item.messages_removed} messages deleted, allowDataLoss)"
+                       if item.messages_removed else "")
+            print(f"applied {item.kind} {item.name}{removed}")
+        for line in leftovers:
+            print(f"not declared: {line}; make dev leaves it in place")
         details = {**connection_details(settings), **external_urls(args.host, args.port, args.http_port)}
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))
-        print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.", flush=True)
+        print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.")
+        print("Point `python -m streams check|backup|restore` (and the nats CLI) at it, in another shell:")
+        print(f"  export NATS_URL={server.client_url} NATS_MONITOR_URL={server.monitoring_url}", flush=True)
         if not args.once:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -35,7 +35,10 @@ def test_healthy_local_homelab(homelab, capsys):
     raw.publish("sensors.temperature.room1", [b'{"value": 22.5}'])
     before = {s: raw.stream(s)["state"]["messages"] for s in ("iot-sensors", "app-logs", "sensors", "analytics")}
     code, report = check(homelab, capsys=capsys)
-    assert code == 0 and report["status"] == "ok", report
+    # The committed stack has no S3 keys yet: its backups do not run, and check says so (and only that).
+    assert code == 1 and report["status"] == "warn", report
+    [warned] = [f for f in report["findings"] if f["level"] != "ok"]
+    assert warned["subject"] == "backups" and "pulumi config set --secret backupAccessKeyId" in warned["message"]
     subjects = {f["subject"] for f in report["findings"]}
     assert {"server", "jetstream", "stream iot-sensors", "consumer iot-sensors/processor", "consumer sensors/analytics"} \
         <= subjects
@@ -45,7 +48,16 @@ def test_healthy_local_homelab(homelab, capsys):
     assert after == before  # no probe is left behind
 
 
-def test_human_output(homelab, capsys):
+@pytest.fixture
+def with_backup_keys(monkeypatch):
+    """The stack file as it is once `pulumi config set --secret backup…` has run (encrypted values)."""
+    from streams import health_check
+    real = health_check.read_stack_file
+    monkeypatch.setattr(health_check, "read_stack_file", lambda stack: {
+        **real(stack), "backupAccessKeyId": {"secure": "v1:abc"}, "backupSecretAccessKey": {"secure": "v1:def"}})
+
+
+def test_human_output(homelab, capsys, with_backup_keys):
     code = main(["check", "--server", homelab.client_url, "--monitor", homelab.monitoring_url, "--no-round-trip"])
     out = capsys.readouterr().out
     assert code == 0 and "OK   stream iot-sensors: as declared" in out and out.rstrip().endswith("overall: OK")
@@ -63,6 +75,15 @@ def test_missing_stream_and_drift_fail(homelab, capsys):
     assert "drift" in fails["stream app-logs"] and "max_age" in fails["stream app-logs"]
 
 
+def test_monitor_url_from_the_environment(homelab, capsys, monkeypatch, with_backup_keys):
+    """`make dev` on moved ports prints NATS_URL and NATS_MONITOR_URL; check follows both."""
+    monkeypatch.setenv("NATS_URL", homelab.client_url)
+    monkeypatch.setenv("NATS_MONITOR_URL", homelab.monitoring_url)
+    code = main(["check", "--json", "--no-round-trip"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["monitor"] == homelab.monitoring_url, report
+
+
 def test_consumer_lag_warns(homelab, capsys):
     RawJetStream(homelab.client_url).publish("sensors.temperature.room1", [b"x"] * 5)
     code, report = check(homelab, "--lag-warn", "3", "--no-round-trip", capsys=capsys)
@@ -74,7 +95,9 @@ def test_consumer_lag_warns(homelab, capsys):
 def test_stopped_server_fails(homelab, capsys):
     homelab.stop()
     code, report = check(homelab, capsys=capsys)
-    assert code == 2 and any("unreachable" in f["message"] for f in report["findings"])
+    [failed] = [f for f in report["findings"] if f["level"] == "fail"]
+    assert code == 2 and "unreachable" in failed["message"]
+    assert "NATS_MONITOR_URL" in failed["message"] and "make dev" in failed["message"]  # how to point elsewhere
 
 
 def test_jetstream_disabled_fails(homelab_settings, tmp_path, capsys):
@@ -129,3 +152,104 @@ def test_local_mode_reports_a_taken_port(tmp_path):
 def test_local_mode_other_stack(tmp_path):
     result = dev(tmp_path, free_port(), free_port(), "--stack", "nope")
     assert result.returncode == 2 and "no stack file Pulumi.nope.yaml" in result.stderr
+
+
+def stack_file(tmp_path, streams: dict, name: str = "trial", extra: str = "") -> str:
+    """A stack file like the homelab's with another catalog (the local mode takes a path for --stack)."""
+    import yaml
+    doc = yaml.safe_load((ROOT / "Pulumi.homelab.yaml").read_text())
+    doc["config"]["homelab-nats:streams"] = streams
+    path = tmp_path / f"Pulumi.{name}.yaml"
+    path.write_text(yaml.safe_dump(doc) + extra)
+    return str(path)
+
+
+def test_a_second_dev_on_the_same_folder_is_refused_and_names_the_first(tmp_path):
+    port, http_port = free_port(), free_port()
+    first = subprocess.Popen([sys.executable, "-m", "streams", "dev", "--port", str(port), "--http-port",
+                              str(http_port), "--data-dir", str(tmp_path / "dev")],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in first.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        assert any("Ctrl-C stops it" in line for line in lines), first.stderr.read() if first.poll() else lines
+        conf_before = (tmp_path / "dev" / "nats.conf").read_text()
+        second = dev(tmp_path, free_port(), free_port())
+        assert second.returncode == 2
+        assert f"is in use by pid {first.pid} (python -m streams dev --stack homelab, nats://127.0.0.1:{port})" \
+            in second.stderr, second.stderr
+        assert (tmp_path / "dev" / "nats.conf").read_text() == conf_before  # nothing of the first was touched
+        # The first prints the one line that points the other commands at it.
+        next(first.stdout)
+        export = next(first.stdout)
+        assert export.strip() == f"export NATS_URL=nats://127.0.0.1:{port} NATS_MONITOR_URL=http://127.0.0.1:{http_port}"
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert first.returncode == 0
+    assert not (tmp_path / "dev" / "nats.pid").exists()  # no stale pid file
+    again = dev(tmp_path, port, http_port)  # the lock went with the first
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "dev" / "nats.pid").exists()
+
+
+def test_dev_reports_what_pulumi_up_would_do_with_undeclared_objects(tmp_path, homelab_settings):
+    catalog = {"keep": {"subjects": ["keep.>"], "consumers": {"c1": {"ackPolicy": "explicit"}}},
+               "full": {"subjects": ["full.>"]}, "empty": {"subjects": ["empty.>"]}}
+    port, http_port = free_port(), free_port()
+    first = dev(tmp_path, port, http_port, "--stack", stack_file(tmp_path, catalog))
+    assert first.returncode == 0, first.stderr
+    layout = local_layout(tmp_path / "dev", client_port=port, monitoring_port=http_port)
+    with start_server(homelab_settings, layout, tmp_path / "dev") as server:
+        RawJetStream(server.client_url).publish("full.a", [b"x"] * 4)
+    smaller = {"keep": {"subjects": ["keep.>"]}}
+    second = dev(tmp_path, port, http_port, "--stack", stack_file(tmp_path, smaller))
+    assert second.returncode == 0, second.stderr
+    out = second.stdout
+    assert "stream full is no longer declared: `pulumi up` would delete it, and refuses to while it holds its 4 " \
+           "messages" in out
+    assert "stream empty is no longer declared: `pulumi up` would delete it (it is empty)" in out
+    assert "consumer keep/c1 is no longer declared: `pulumi up` would delete it" in out
+    with start_server(homelab_settings, layout, tmp_path / "dev") as server:  # and make dev kept them all
+        assert RawJetStream(server.client_url).stream("full")["state"]["messages"] == 4
+
+
+def test_dev_says_how_many_messages_a_replacement_deleted(tmp_path, homelab_settings):
+    port, http_port = free_port(), free_port()
+    first = dev(tmp_path, port, http_port, "--stack", stack_file(tmp_path, {"s": {"subjects": ["s.>"]}}))
+    assert first.returncode == 0, first.stderr
+    layout = local_layout(tmp_path / "dev", client_port=port, monitoring_port=http_port)
+    with start_server(homelab_settings, layout, tmp_path / "dev") as server:
+        RawJetStream(server.client_url).publish("s.a", [b"x"] * 3)
+    changed = {"s": {"subjects": ["s.>"], "storage": "memory"}}
+    refused = dev(tmp_path, port, http_port, "--stack", stack_file(tmp_path, changed))
+    assert refused.returncode == 1 and "3 messages" in refused.stderr
+    allowed = dev(tmp_path, port, http_port, "--stack", stack_file(tmp_path, {"s": {**changed["s"], "allowDataLoss": True}}))
+    assert allowed.returncode == 0, allowed.stderr
+    assert "applied stream s (replaced or limited: 3 messages deleted, allowDataLoss)" in allowed.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("config:\n  homelab-nats:namespace: nats\n  homelab-nats:namespace: other\n",
+     "Pulumi.bad.yaml, line 3, column 3: the key 'homelab-nats:namespace' is given twice (first on line 2)"),
+    ("config:\n  homelab-nats:ports:\n    client: 4222\n   monitoring: 8222\n", "Pulumi.bad.yaml, line 4"),
+    ("config:\n  homelab-nats:streams: {a: [\n", "Pulumi.bad.yaml, line 3"),
+    ("- just\n- a list\n", "Pulumi.bad.yaml: expected a `config:` mapping"),
+])
+def test_stack_file_errors_name_the_file_and_line(tmp_path, text, expected):
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(text)
+    result = dev(tmp_path, free_port(), free_port(), "--stack", str(path))
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_near_miss_project_prefix_warns(tmp_path):
+    path = stack_file(tmp_path, {"s": {"subjects": ["s.>"]}}, extra="  homelab-nat:replicas: 1\n")
+    result = dev(tmp_path, free_port(), free_port(), "--stack", path)
+    assert result.returncode == 0, result.stderr
+    assert "'homelab-nat:replicas' is in namespace 'homelab-nat', not 'homelab-nats'" in result.stderr
+    assert "did you mean homelab-nats:replicas?" in result.stderr
