@@ -4,7 +4,7 @@ Settings -> components -> outputs. Nothing else lives here.
 """
 import pulumi
 
-from components.backup_job import backup_streams
+from components.backup_job import backup_stream_warnings, backup_streams
 from components.connection import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
 from components.settings import SettingsError, backup_credentials_warning, load_settings
@@ -18,11 +18,12 @@ try:
     settings = load_settings(config)
     catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas,
                            store_limits=settings.jetstream.store_limits)
+    stream_warnings = backup_stream_warnings(settings, catalog)
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
 credentials_warning = backup_credentials_warning(settings, present_backup_keys())
 for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *catalog_warnings(catalog),
-                *filter(None, [credentials_warning])]:
+                *stream_warnings, *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))

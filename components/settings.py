@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from components.cron import cron_problem
 from components.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
                                    parse_positive_bytes, parse_quantity)
 
@@ -29,6 +30,8 @@ DEFAULT_IMAGES = {
 # GOMEMLIMIT defaults to this share of the container memory limit, rounded down to whole MiB
 # (512Mi -> 450MiB, the homelab's value); NATS maintainers recommend 80-90%.
 GOMEMLIMIT_SHARE = 0.88
+# Below this the server cannot run: it uses ~14 MiB at rest with JetStream on (nats-server 2.15.1, measured).
+MIN_MEMORY_LIMIT = 32 * 2**20
 
 # Keys the stream side owns: the catalog (validated by streams.catalog) and the connection the
 # provider uses (streams.connection). Listed here so typos anywhere are caught.
@@ -133,9 +136,12 @@ class Images:
     mc: str = DEFAULT_IMAGES["mc"]
 
     @property
-    def nats_version(self) -> str:
-        """The server release in the nats image tag ("nats:2.15.1-alpine" -> "2.15.1")."""
-        tag = self.nats.rsplit(":", 1)[-1]
+    def nats_version(self) -> str | None:
+        """The server release in the nats image tag ("nats:2.15.1-alpine" -> "2.15.1"); None for a digest only."""
+        name = self.nats.split("@", 1)[0]
+        if ":" not in name.rsplit("/", 1)[-1]:
+            return None
+        tag = name.rsplit(":", 1)[-1]
         return tag.split("-", 1)[0]
 
 
@@ -166,8 +172,9 @@ _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimi
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_IMAGE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[\w][\w.-]{0,127}$")
-_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
+# name[:tag][@digest] with a tag or a digest (docker/distribution reference grammar, lowercase repository).
+_IMAGE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                    r"(:[\w][\w.-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$")
 
 
 def _section(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
@@ -201,6 +208,8 @@ def _bool(value: Any, key: str) -> bool:
 
 
 def _str(value: Any, key: str, pattern: re.Pattern[str], what: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # Pulumi hands scalars over as text and `"1234"` decodes as a number
     if not isinstance(value, str) or not pattern.match(value):
         raise SettingsError(f"{config_key(key)}: {value!r} is not {what}")
     return value
@@ -245,6 +254,10 @@ def _resources(raw: Mapping[str, Any]) -> Resources:
         memory_request=_quantity(parse_positive_bytes, requests.get("memory", "128Mi"),
                                  "resources.requests.memory"),
     )
+    if res.memory_limit.bytes < MIN_MEMORY_LIMIT:
+        raise SettingsError(f"{config_key('resources.limits.memory')}: {res.memory_limit.text} is too small for "
+                            "nats-server to run: it uses about 14 MiB at rest before any stream (2.15.1, /varz "
+                            "`mem`) and is OOM-killed at the first burst. Give at least 32Mi (the guide: 512Mi)")
     if res.cpu_request.value > res.cpu_limit.value:
         raise SettingsError(f"{config_key('resources.requests.cpu')}: {res.cpu_request.text} is above the "
                             f"limit {res.cpu_limit.text}; lower the request or raise resources.limits.cpu")
@@ -273,18 +286,47 @@ def _go_mem_limit(raw: Mapping[str, Any], memory_limit: Quantity) -> int:
     return limit
 
 
+# Folders the nats container mounts other volumes on or needs from its image (components/nats_conf.py):
+# the JetStream volume may not be mounted on, above or inside them.
+_RESERVED_DIRS = ("/etc/nats-config", "/var/run/nats", "/bin", "/sbin", "/usr", "/lib", "/etc", "/dev", "/proc",
+                  "/sys", "/tmp")
+# nats-server reads max_memory_store / max_file_store as a signed 64-bit number of bytes.
+_MAX_STORE = 2**63 - 1
+
+
+def _store_size(value: Any, key: str) -> Quantity:
+    q = _quantity(parse_positive_bytes, value, key)
+    if q.bytes > _MAX_STORE:
+        raise SettingsError(f"{config_key(key)}: {q.text} is more bytes than nats-server can hold (at most 8Ei); "
+                            "give the real size of the store, e.g. \"10Gi\"")
+    return q
+
+
+def _store_dir(value: Any) -> str:
+    import posixpath
+
+    key = config_key("jetstream.storeDir")
+    if not isinstance(value, str) or not value.startswith("/") or value.rstrip("/") == "":
+        raise SettingsError(f"{key}: must be an absolute path other than /, got {value!r}")
+    path = posixpath.normpath(value)
+    if path != value.rstrip("/") or "//" in value:
+        raise SettingsError(f"{key}: {value!r} is not a plain path (no '.', '..' or '//'); write it as {path!r}")
+    for reserved in _RESERVED_DIRS:
+        if path == reserved or path.startswith(reserved + "/") or reserved.startswith(path + "/"):
+            raise SettingsError(f"{key}: {path} collides with {reserved}, which the nats container mounts or needs "
+                                "from its image; keep the JetStream volume on its own path such as /data")
+    return path
+
+
 def _jetstream(raw: Mapping[str, Any]) -> JetStream:
     sec = _section(raw, "jetstream", ("memoryStore", "fileStore", "storageClass", "storeDir"))
-    store_dir = sec.get("storeDir", "/data")
-    if not isinstance(store_dir, str) or not store_dir.startswith("/") or store_dir.rstrip("/") == "":
-        raise SettingsError(f"{config_key('jetstream.storeDir')}: must be an absolute path other than /, "
-                            f"got {store_dir!r}")
+    store_dir = _store_dir(sec.get("storeDir", "/data"))
     return JetStream(
-        memory_store=_quantity(parse_positive_bytes, sec.get("memoryStore", "1Gi"), "jetstream.memoryStore"),
-        file_store=_quantity(parse_positive_bytes, sec.get("fileStore", "10Gi"), "jetstream.fileStore"),
+        memory_store=_store_size(sec.get("memoryStore", "1Gi"), "jetstream.memoryStore"),
+        file_store=_store_size(sec.get("fileStore", "10Gi"), "jetstream.fileStore"),
         storage_class=_str(sec.get("storageClass", "longhorn"), "jetstream.storageClass", _DNS_SUBDOMAIN,
                            "a storage class name (lowercase letters, digits, '-' and '.', e.g. \"longhorn\")"),
-        store_dir=store_dir.rstrip("/"),
+        store_dir=store_dir,
     )
 
 
@@ -295,10 +337,18 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     ip = sec.get("ip", LoadBalancer.ip)
     if ip is not None:
         try:
-            ip = str(ipaddress.ip_address(ip))
+            address = ipaddress.ip_address(ip)
         except ValueError:
             raise SettingsError(f"{config_key('loadBalancer.ip')}: {ip!r} is not an IP address; give the "
                                 "MetalLB address (e.g. 10.0.0.248) or null for a ClusterIP service") from None
+        kind = ("unspecified" if address.is_unspecified else "multicast" if address.is_multicast
+                else "loopback" if address.is_loopback else "link-local" if address.is_link_local
+                else "broadcast" if str(address) == "255.255.255.255" else "reserved" if address.is_reserved
+                else None)
+        if kind:
+            raise SettingsError(f"{config_key('loadBalancer.ip')}: {ip} is a {kind} address, which no load balancer "
+                                "can announce; give an address from the MetalLB pool (e.g. 10.0.0.248)")
+        ip = str(address)
     pool = sec.get("addressPool")
     if pool is not None:
         pool = _str(pool, "loadBalancer.addressPool", _DNS_SUBDOMAIN, "a MetalLB address pool name")
@@ -309,11 +359,12 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
 def _images(raw: Mapping[str, Any]) -> Images:
     sec = _section(raw, "images", tuple(DEFAULT_IMAGES))
     chosen = {name: _str(sec.get(name, default), f"images.{name}", _IMAGE,
-                         "a pinned image reference with an explicit tag (e.g. \"nats:2.15.1-alpine\")")
+                         "a pinned image reference with an explicit tag or digest (e.g. \"nats:2.15.1-alpine\" or "
+                         "\"nats@sha256:<64 hex>\")")
               for name, default in DEFAULT_IMAGES.items()}
     for name, ref in chosen.items():
         if ref.endswith(":latest"):
-            raise SettingsError(f"{config_key('images.' + name)}: {ref!r} is not pinned; use a version tag")
+            raise SettingsError(f"{config_key('images.' + name)}: {ref!r} is not pinned; use a version tag or a digest")
     return Images(nats=chosen["nats"], reloader=chosen["reloader"], exporter=chosen["exporter"],
                   nats_box=chosen["natsBox"], mc=chosen["mc"])
 
@@ -323,9 +374,10 @@ def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
     d = VolumeSnapshots()
     enabled = _bool(sec.get("enabled", d.enabled), "volumeSnapshots.enabled")
     cron = sec.get("cron", d.cron)
-    if not isinstance(cron, str) or len(cron.split()) != 5 or not all(_CRON_FIELD.match(f) for f in cron.split()):
-        raise SettingsError(f"{config_key('volumeSnapshots.cron')}: {cron!r} is not a 5-field cron schedule "
-                            "such as \"0 */6 * * *\"")
+    problem = cron_problem(cron)
+    if problem:
+        raise SettingsError(f"{config_key('volumeSnapshots.cron')}: {cron!r} is not a cron schedule Longhorn "
+                            f"accepts: {problem} (e.g. \"0 */6 * * *\")")
     return VolumeSnapshots(
         enabled=enabled, cron=cron,
         retain=_int(sec.get("retain", d.retain), "volumeSnapshots.retain", minimum=1, maximum=250),
@@ -365,7 +417,40 @@ def _monitoring(raw: Mapping[str, Any]) -> Monitoring:
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+# S3's "safe characters" for object keys; a segment is never . or .. (MinIO refuses them, and a prefix must
+# not climb out of its folder).
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9!_.*'()-]+$")
+
+
+def _bucket(value: Any) -> str:
+    """S3 bucket naming rules (AWS "Bucket naming rules", which MinIO follows)."""
+    key = config_key("backups.bucket")
+    name = _str(value, "backups.bucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-', "
+                "starting and ending with a letter or digit)")
+    if ".." in name or ".-" in name or "-." in name:
+        raise SettingsError(f"{key}: {name!r}: S3 refuses '..', '.-' and '-.' in bucket names")
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
+        raise SettingsError(f"{key}: {name!r} looks like an IP address, which S3 refuses as a bucket name")
+    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
+        raise SettingsError(f"{key}: {name!r} uses a prefix or suffix S3 reserves")
+    return name
+
+
+def _prefix(value: Any) -> str:
+    key = config_key("backups.prefix")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise SettingsError(f"{key}: expected a folder-like key prefix such as \"nats\", got {value!r}")
+    prefix = value.strip("/")
+    for segment in prefix.split("/") if prefix else []:
+        if segment in (".", "..") or not _PREFIX_SEGMENT.match(segment):
+            raise SettingsError(f"{key}: {value!r} is not a usable S3 key prefix: segments are letters, digits and "
+                                "!_.*'()- (no empty, '.' or '..' segments); e.g. \"nats\" or \"homelab/nats\"")
+    if len(prefix) > 512:
+        raise SettingsError(f"{key}: at most 512 characters (S3 keys are at most 1024 bytes, with the stream and "
+                            "time after it)")
+    return prefix
 
 
 def _backups(raw: Mapping[str, Any]) -> Backups:
@@ -377,15 +462,17 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
     d = Backups()
     enabled = _bool(sec.get("enabled", d.enabled), "backups.enabled")
     schedule = sec.get("schedule", d.schedule)
-    if not isinstance(schedule, str) or len(schedule.split()) != 5 or not all(_CRON_FIELD.match(f) for f in schedule.split()):
-        raise SettingsError(f"{config_key('backups.schedule')}: {schedule!r} is not a 5-field cron schedule such as "
-                            "\"0 3 * * *\"")
-    bucket = _str(sec.get("bucket", d.bucket), "backups.bucket", _BUCKET, "an S3 bucket name")
-    prefix = _str(sec.get("prefix", d.prefix), "backups.prefix", _PREFIX, "an S3 key prefix").strip("/")
+    problem = cron_problem(schedule)
+    if problem:
+        raise SettingsError(f"{config_key('backups.schedule')}: {schedule!r} is not a cron schedule Kubernetes "
+                            f"accepts: {problem} (e.g. \"0 3 * * *\" or \"@daily\")")
+    bucket = _bucket(sec.get("bucket", d.bucket))
+    prefix = _prefix(sec.get("prefix", d.prefix))
     endpoint = sec.get("endpoint", d.endpoint)
-    if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+$", endpoint):
+    if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+/?$", endpoint):
         raise SettingsError(f"{config_key('backups.endpoint')}: {endpoint!r} is not an S3 endpoint URL such as "
                             "http://10.0.0.241")
+    endpoint = endpoint.rstrip("/")
     streams = sec.get("streams")
     if streams is not None:
         if not isinstance(streams, list) or not all(isinstance(x, str) for x in streams):
@@ -430,6 +517,34 @@ def _warnings(s: Settings) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+def redact_url(url: str) -> str:
+    """A URL with any password replaced by ***, for messages."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
+
+
+def nats_url_problem(value: Any) -> str | None:
+    """Why `value` is not a NATS server URL (or comma-separated list of them) nats-py can dial, or None."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value.strip():
+        return "expected a NATS URL such as nats://10.0.0.248:4222"
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            url = urlsplit(part)
+            port = url.port
+        except ValueError as exc:
+            return f"{redact_url(part)!r} is not a URL ({exc})"
+        if url.scheme not in ("nats", "tls", "ws", "wss") or not url.hostname:
+            return (f"{redact_url(part)!r} is not a NATS URL: expected nats://HOST:PORT (or tls://, ws://, wss://), "
+                    "e.g. nats://10.0.0.248:4222")
+        if url.path not in ("", "/") or url.query or url.fragment:
+            return f"{redact_url(part)!r} has a path or query, which a NATS URL does not take"
+        if port == 0:
+            return f"{redact_url(part)!r}: port 0 cannot be dialled"
+    return None
+
+
 def load_settings(raw: Mapping[str, Any]) -> Settings:
     """Validate the stack config and return the typed settings (warnings included)."""
     unknown = sorted(set(raw) - set(_TOP_LEVEL_KEYS))
@@ -456,6 +571,9 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         backups=_backups(raw),
         monitoring=_monitoring(raw),
     )
+    nats_url = raw.get("natsUrl")
+    if nats_url is not None and nats_url_problem(nats_url):
+        raise SettingsError(f"{config_key('natsUrl')}: {nats_url_problem(nats_url)}")
     if len(settings.namespace) > 63:
         raise SettingsError(f"{config_key('namespace')}: at most 63 characters")
     return Settings(**{**settings.__dict__, "warnings": _warnings(settings)})

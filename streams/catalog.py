@@ -547,6 +547,10 @@ def load_catalog(streams: Any, *, max_replicas: int = 1,
             raise CatalogError(stream_where(name), "consumers", "expected a map of consumer names to settings")
         context = StreamContext.of(cfg, max_replicas=max_replicas)
         allow_loss = bool(decl.get("allowDataLoss", False))
+        for cname, cdecl in consumers_decl.items():
+            if cdecl is not None and not isinstance(cdecl, Mapping):
+                raise CatalogError(consumer_where(name, str(cname)), None,
+                                   f"expected an object of settings such as {{ackPolicy: explicit}}, got {cdecl!r}")
         consumers = tuple(
             ConsumerSpec(name, cname, dict(cdecl or {}), consumer_wire_config(name, cname, cdecl or {}, context=context),
                          context, allow_loss)

@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from components.settings import SettingsError, config_key, load_settings
+from components.settings import SettingsError, config_key, load_settings, nats_url_problem
 from streams.units import UnitError, parse_duration
 
 DEFAULT_READY_TIMEOUT = 60.0
@@ -86,10 +86,14 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
         ready = parse_duration(timeout) / 1e9 if timeout is not None else DEFAULT_READY_TIMEOUT
     except UnitError as exc:
         raise SettingsError(f"{config_key('natsReadyTimeout')}: {exc}") from None
-    if env.get("NATS_URL"):
-        url, source = env["NATS_URL"], "the NATS_URL environment variable"
-    elif value("natsUrl"):
-        url, source = str(value("natsUrl")), config_key("natsUrl")
+    if env.get("NATS_URL") or value("natsUrl"):
+        if env.get("NATS_URL"):
+            url, source = env["NATS_URL"], "the NATS_URL environment variable"
+        else:
+            url, source = str(value("natsUrl")), config_key("natsUrl")
+        problem = nats_url_problem(url)
+        if problem:
+            raise SettingsError(f"{source}: {problem}")
     else:
         settings = load_settings({k: v for k in ("loadBalancer", "ports") if (v := value(k)) is not None})
         lb = settings.load_balancer
