@@ -17,7 +17,9 @@ from datetime import timedelta
 import nats
 from tqdm import tqdm
 
+from components.settings import redact_url
 from streams.backup_store import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
+from streams.connection import POINT_ELSEWHERE
 from streams.backups import (BackupError, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
@@ -121,7 +123,8 @@ async def _connect(args):
     try:
         return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 15)
     except Exception as exc:
-        _fail(f"cannot connect to NATS at {server}: {exc}; use --server or NATS_URL")
+        _fail(f"cannot connect to NATS at {redact_url(server)}: {type(exc).__name__}"
+              f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}")
         return None
 
 

@@ -16,6 +16,10 @@ from components.settings import SettingsError, config_key, load_settings, nats_u
 from streams.units import UnitError, parse_duration
 
 DEFAULT_READY_TIMEOUT = 60.0
+# What the command-line tools say when the server they tried is not there.
+POINT_ELSEWHERE = ("To use another server, pass --server (and --monitor for check) or set NATS_URL (and "
+                   "NATS_MONITOR_URL): `make dev` prints the export line for the local one; for the cluster from "
+                   "outside the LAN, `kubectl port-forward -n nats svc/nats 4222 8222`")
 
 
 @dataclass(frozen=True)

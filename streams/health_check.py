@@ -24,13 +24,11 @@ import nats
 from components.settings import Settings, SettingsError, backup_credentials_warning
 from streams.backups import close_quietly
 from streams.catalog import CatalogError, StreamSpec
+from streams.connection import POINT_ELSEWHERE
 from streams.local_mode import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-POINT_ELSEWHERE = ("To check another server, pass --server (and --monitor) or set NATS_URL (and NATS_MONITOR_URL): "
-                   "`make dev` prints the export line for the local one; for the cluster from outside the LAN, "
-                   "`kubectl port-forward -n nats svc/nats 4222 8222`")
 EXIT = {OK: 0, WARN: 1, FAIL: 2}
 
 

@@ -247,3 +247,12 @@ def test_incomplete_backup_is_invisible(nats_server, s3_env):
     assert store.list() == []
     with pytest.raises(Exception, match="no complete backup"):
         store.find("iot-sensors")
+
+
+def test_unreachable_nats_says_how_to_point_elsewhere_without_the_password(s3_env, capsys):
+    from components.local_server import free_port
+    code = main(["backup", "iot-sensors", "--bucket", s3_env, "--server", f"nats://ops:s3cretpw@127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot connect to NATS at nats://ops:***@127.0.0.1:" in err
+    assert "NATS_URL" in err and "make dev" in err and "port-forward" in err
+    assert "s3cretpw" not in err and "Traceback" not in err
