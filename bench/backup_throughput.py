@@ -54,7 +54,7 @@ def child(mode: str, args) -> None:
                 await restore(nc, meta, chunks(), name=args.target, subjects=[f"{args.target}.>"])
             elif mode == "backup":
                 await backup_stream(nc, BackupStore(s3_client(), args.bucket, "bench"), args.stream,
-                                    timestamp="20260101T000000Z")
+                                    backup_id="20260101T000000Z-000000")
             elif mode == "restore":
                 store = BackupStore(s3_client(), args.bucket, "bench")
                 await restore_backup(nc, store, store.find(args.stream), name=args.target,

@@ -104,6 +104,13 @@ def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _warn_skipped(store: BackupStore) -> None:
+    """What the last listing skipped (folders that are not backups), one line each."""
+    for warning in store.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    store.warnings = []
+
+
 def cmd_backup(args) -> int:
     if not args.streams and not args.all:
         _fail("name one or more streams, or --all")
@@ -158,12 +165,14 @@ async def _backup_all(args, store: BackupStore) -> int:
 
 def cmd_list(args) -> int:
     try:
-        backups = _store(args).list(args.stream)
+        store = _store(args)
+        backups = store.list(args.stream)
     except StoreError as exc:
         _fail(str(exc))
         return FAILED
+    _warn_skipped(store)
     for ref in backups:
-        print(f"{ref.stream}\t{ref.timestamp}\t{ref.size}")
+        print(f"{ref.stream}\t{ref.id}\t{ref.size}")
     return OK
 
 
@@ -172,12 +181,14 @@ def cmd_restore(args) -> int:
     if subjects and not args.as_name:
         _fail("--subjects goes with --as NAME")
         return USAGE
+    store = _store(args)
     try:
-        store = _store(args)
         ref = store.find(args.stream, args.at)
     except StoreError as exc:
         _fail(str(exc))
         return FAILED
+    finally:
+        _warn_skipped(store)
 
     async def go() -> int:
         nc = await _connect(args)
@@ -211,6 +222,7 @@ def cmd_prune(args) -> int:
     try:
         store = _store(args)
         plan = plan_prune(store.list(), keep=args.keep, max_age=max_age)
+        _warn_skipped(store)
         for ref in plan.delete:
             if not args.dry_run:
                 store.delete(ref)
@@ -225,6 +237,7 @@ def cmd_verify(args) -> int:
     try:
         store = _store(args)
         ref = store.find(args.stream, args.at)
+        _warn_skipped(store)
         with _bar(f"verify {args.stream}", ref.size) as bar:
             report = asyncio.run(verify_backup(store, ref, progress=bar.update))
     except (StoreError, BackupError) as exc:

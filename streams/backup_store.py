@@ -1,15 +1,25 @@
 """Backups in S3-compatible storage (the homelab's MinIO), in the `nats stream backup` layout:
 
-    s3://<bucket>/<prefix>/<stream>/<UTC timestamp>/stream.tar.s2   (uploaded first, multipart)
-    s3://<bucket>/<prefix>/<stream>/<UTC timestamp>/backup.json     (written last: marks it complete)
+    s3://<bucket>/<prefix>/<stream>/<id>/stream.tar.s2   (uploaded first, multipart)
+    s3://<bucket>/<prefix>/<stream>/<id>/backup.json     (written last: marks it complete)
 
-A folder without backup.json is an incomplete backup: list, restore and prune ignore it.
+`<id>` is the UTC time the backup began plus a random suffix (`20261126T030000Z-3fa9c1`): two backups
+never share a folder, even in the same second, and a complete backup is never overwritten. Folders named
+by the time alone (older backups) are read as well.
+
+Backups are ordered by what the server reported in backup.json (the time of the stream's last message,
+then its last sequence), not by the clock of the machine that took them; the id breaks ties.
+A folder without backup.json is an incomplete backup, and one whose name or backup.json is not a
+backup's is skipped with a warning: list, restore and prune see neither.
 Bytes are streamed: a backup is never held whole in memory.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +29,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from streams.snapshot import SnapshotMeta
+from streams.snapshot import SnapshotError, SnapshotMeta
 
 DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
 PART_SIZE = 5 * 1024 * 1024      # S3's minimum part size: the least memory per part in flight
@@ -28,6 +38,8 @@ READ_SIZE = 1024 * 1024
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 META_NAME = "backup.json"
 DATA_NAME = "stream.tar.s2"
+# <UTC time>[-<suffix>]: the folder names this tool writes (and, without a suffix, wrote before).
+BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)(-[0-9a-f]{6,32})?$")
 
 
 class StoreError(RuntimeError):
@@ -63,30 +75,55 @@ def _explain(exc: Exception, bucket: str) -> StoreError:
     return StoreError(f"S3 failed: {type(exc).__name__}: {exc}")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class BackupRef:
     stream: str
-    timestamp: str
+    id: str                  # the folder: <UTC time it began>-<random suffix>
     size: int = 0
+    last_ts: str = ""        # from backup.json: the stream's last message time, as the server reported it
+    last_seq: int = 0        # ... its last sequence
+    first_seq: int = 0       # ... and its first (a purge or an age-out moves it on)
 
     @property
     def taken_at(self) -> datetime:
-        return datetime.strptime(self.timestamp, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+        """When the backup began, by the clock of the machine that took it (for --max-age only)."""
+        return datetime.strptime(self.id[:16], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+    @property
+    def order(self) -> tuple:
+        """Oldest first by the server's account of the stream; the id breaks ties."""
+        return (_utc_text(self.last_ts), self.last_seq, self.first_seq, self.id)
 
 
-def new_timestamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime(TIMESTAMP_FORMAT)
+def _utc_text(ts: str) -> str:
+    """A server timestamp as sortable text: RFC 3339 with nanoseconds, padded to a fixed width."""
+    if not ts or ts.startswith("0001-01-01"):
+        return ""
+    head, _, frac = ts.rstrip("Z").partition(".")
+    return f"{head}.{frac.ljust(9, '0')[:9]}"
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    return f"{(now or datetime.now(timezone.utc)).strftime(TIMESTAMP_FORMAT)}-{secrets.token_hex(4)}"
+
+
+def order_key_from_meta(meta: "SnapshotMeta") -> dict:
+    """The BackupRef fields that order backups, from what the server reported in backup.json."""
+    state = meta.state if isinstance(meta.state, dict) else {}
+    return {"last_ts": str(state.get("last_ts") or ""), "last_seq": int(state.get("last_seq") or 0),
+            "first_seq": int(state.get("first_seq") or 0)}
 
 
 class BackupStore:
     def __init__(self, s3, bucket: str, prefix: str = "nats"):
         self.s3, self.bucket, self.prefix = s3, bucket, prefix.strip("/")
+        self.warnings: list[str] = []   # what list() skipped, and why (the CLI prints them)
 
-    def folder(self, stream: str, timestamp: str) -> str:
-        return "/".join(p for p in (self.prefix, stream, timestamp) if p) + "/"
+    def folder(self, stream: str, backup_id: str) -> str:
+        return "/".join(p for p in (self.prefix, stream, backup_id) if p) + "/"
 
     def url(self, ref: BackupRef) -> str:
-        return f"s3://{self.bucket}/{self.folder(ref.stream, ref.timestamp)}"
+        return f"s3://{self.bucket}/{self.folder(ref.stream, ref.id)}"
 
     def check_bucket(self) -> None:
         try:
@@ -97,54 +134,78 @@ class BackupStore:
             raise _explain(exc, self.bucket) from None
 
     # ------------------------------------------------------------ writing
-    def writer(self, stream: str, timestamp: str) -> "BackupWriter":
-        return BackupWriter(self, stream, timestamp)
+    def writer(self, stream: str, backup_id: str) -> "BackupWriter":
+        return BackupWriter(self, stream, backup_id)
 
     # ------------------------------------------------------------ reading
     def list(self, stream: str | None = None) -> list[BackupRef]:
-        """Complete backups (those with backup.json), oldest first."""
+        """Complete backups (those with backup.json), oldest first by the server's account of the stream.
+        Folders that are not backups are skipped, each with a line in `self.warnings`."""
         base = "/".join(p for p in (self.prefix, stream) if p) + "/"
         sizes: dict[tuple[str, str], int] = {}
         complete: set[tuple[str, str]] = set()
+        strangers: set[str] = set()
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", []):
-                    parts = obj["Key"][len(self.prefix) + 1 if self.prefix else 0:].split("/")
-                    if len(parts) != 3:
+                    rest = obj["Key"][len(self.prefix) + 1 if self.prefix else 0:]
+                    parts = rest.split("/")
+                    if len(parts) != 3 or not BACKUP_ID.match(parts[1]) or parts[2] not in (META_NAME, DATA_NAME):
+                        strangers.add("/".join(parts[:2]) if len(parts) >= 2 else rest)
                         continue
                     key = (parts[0], parts[1])
                     if parts[2] == META_NAME:
                         complete.add(key)
-                    elif parts[2] == DATA_NAME:
+                    else:
                         sizes[key] = obj["Size"]
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, self.bucket) from None
-        return sorted(BackupRef(s, t, sizes.get((s, t), 0)) for s, t in complete if (s, t) in sizes)
+        strangers -= {f"{s}/{i}" for s, i in complete | set(sizes)}
+        self.warnings = [f"s3://{self.bucket}/{self.folder(*name.split('/', 1)) if '/' in name else name} is not a "
+                         "backup (its name or files are not a backup's): skipped" for name in sorted(strangers)]
+        refs = []
+        for s, i in sorted(complete):
+            if (s, i) not in sizes:
+                continue
+            ref = BackupRef(s, i, sizes[(s, i)])
+            try:
+                order = order_key_from_meta(self.read_meta(ref))
+            except StoreError as exc:
+                self.warnings.append(f"{exc}: skipped")
+                continue
+            refs.append(BackupRef(s, i, sizes[(s, i)], **order))
+        return sorted(refs, key=lambda r: (r.stream, r.order))
 
     def find(self, stream: str, at: str | None = None) -> BackupRef:
+        """The newest backup of `stream`, or the one `at` names: its id, or the time alone when that is
+        unambiguous."""
         backups = self.list(stream)
         if not backups:
             raise StoreError(f"no complete backup of stream {stream!r} in s3://{self.bucket}/{self.prefix}")
         if at is None:
             return backups[-1]
-        for ref in backups:
-            if ref.timestamp == at:
-                return ref
-        raise StoreError(f"no complete backup of {stream!r} at {at}; there are: "
-                         f"{', '.join(r.timestamp for r in backups)}")
+        matches = [r for r in backups if r.id == at] or [r for r in backups if r.id.split("-", 1)[0] == at]
+        if len(matches) == 1:
+            return matches[0]
+        listed = ", ".join(r.id for r in (matches or backups))
+        if matches:
+            raise StoreError(f"{at} matches {len(matches)} backups of {stream!r}: {listed}; give the whole id")
+        raise StoreError(f"no complete backup of {stream!r} at {at}; there are: {listed}")
 
     def read_meta(self, ref: BackupRef) -> SnapshotMeta:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.folder(ref.stream, ref.timestamp) + META_NAME)
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.folder(ref.stream, ref.id) + META_NAME)
             return SnapshotMeta.from_json(body["Body"].read())
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, self.bucket) from None
+        except SnapshotError as exc:
+            raise StoreError(f"{self.url(ref)}: {exc}") from None
 
     async def chunks(self, ref: BackupRef) -> AsyncIterator[bytes]:
         """The archive's bytes, streamed in 1 MiB reads (read ahead by one in a worker thread)."""
         loop = asyncio.get_running_loop()
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.folder(ref.stream, ref.timestamp) + DATA_NAME)["Body"]
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.folder(ref.stream, ref.id) + DATA_NAME)["Body"]
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, self.bucket) from None
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -157,7 +218,7 @@ class BackupStore:
                 yield data
 
     def delete(self, ref: BackupRef) -> None:
-        folder = self.folder(ref.stream, ref.timestamp)
+        folder = self.folder(ref.stream, ref.id)
         try:
             # backup.json first: from that moment the backup is incomplete and invisible.
             self.s3.delete_object(Bucket=self.bucket, Key=folder + META_NAME)
@@ -171,9 +232,9 @@ class BackupWriter:
     fills (memory stays about (PARTS_IN_FLIGHT + 1) x PART_SIZE whatever the stream's size);
     backup.json is written by `complete` only. `abort` leaves nothing behind."""
 
-    def __init__(self, store: BackupStore, stream: str, timestamp: str):
-        self.store, self.stream, self.timestamp = store, stream, timestamp
-        self.key = store.folder(stream, timestamp) + DATA_NAME
+    def __init__(self, store: BackupStore, stream: str, backup_id: str):
+        self.store, self.stream, self.id = store, stream, backup_id
+        self.key = store.folder(stream, backup_id) + DATA_NAME
         self.buffer = bytearray()
         self.parts: list[dict] = []
         self.size = 0
@@ -214,16 +275,27 @@ class BackupWriter:
             self.parts.append(self._upload_part(len(self.parts) + 1, self.buffer))
             self.buffer = bytearray()
         s3, bucket = self.store.s3, self.store.bucket
+        meta_key = self.store.folder(self.stream, self.id) + META_NAME
         try:
+            if self._exists(meta_key):  # never replace a complete backup (ids are unique: this is a guard)
+                raise StoreError(f"s3://{bucket}/{meta_key} exists already; refusing to overwrite a backup")
             s3.complete_multipart_upload(Bucket=bucket, Key=self.key, UploadId=self.upload_id,
                                          MultipartUpload={"Parts": self.parts})
-            s3.put_object(Bucket=bucket, Key=self.store.folder(self.stream, self.timestamp) + META_NAME,
-                          Body=meta.to_json().encode(), ContentType="application/json")
+            s3.put_object(Bucket=bucket, Key=meta_key, Body=meta.to_json().encode(), ContentType="application/json")
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, bucket) from None
         finally:
             self._pool.shutdown()
-        return BackupRef(self.stream, self.timestamp, self.size)
+        return BackupRef(self.stream, self.id, self.size, **order_key_from_meta(meta))
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.store.s3.head_object(Bucket=self.store.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
 
     def abort(self) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Callable
 import nats
 import nats.errors
 
-from streams.backup_store import BackupRef, BackupStore, new_timestamp
+from streams.backup_store import BackupRef, BackupStore, new_backup_id
 from streams.snapshot import SnapshotError, restore, snapshot
 
 Progress = Callable[[int], None]
@@ -53,7 +53,7 @@ async def stream_names(nc) -> list[str]:
 
 
 async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progress | None = None,
-                        timestamp: str | None = None) -> BackupRef:
+                        backup_id: str | None = None) -> BackupRef:
     info = await stream_info(nc, stream)
     if info is None:
         raise BackupError(f"stream {stream!r} does not exist on the server; check the name (python -m streams "
@@ -61,7 +61,7 @@ async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progre
     if info["config"].get("storage") == "memory":
         raise MemoryStreamSkipped(f"stream {stream!r} uses memory storage, which the server cannot snapshot; "
                                   "skipped (it holds short-lived data by design)")
-    writer = store.writer(stream, timestamp or new_timestamp())
+    writer = store.writer(stream, backup_id or new_backup_id())
 
     async def write(chunk: bytes) -> None:
         await writer.write(chunk)
@@ -107,12 +107,12 @@ class PrunePlan:
 
 def plan_prune(backups: list[BackupRef], *, keep: int, max_age: timedelta | None,
                now: datetime | None = None) -> PrunePlan:
-    """Per stream: the newest `keep` backups always stay; older ones go when older than `max_age`
-    (or, without --max-age, go anyway)."""
+    """Per stream: the newest `keep` backups (by the server's account of the stream, `BackupRef.order`)
+    always stay; older ones go when older than `max_age` (or, without --max-age, go anyway)."""
     now = now or datetime.now(timezone.utc)
     delete, kept = [], []
     for stream in sorted({b.stream for b in backups}):
-        mine = sorted((b for b in backups if b.stream == stream), key=lambda b: b.timestamp, reverse=True)
+        mine = sorted((b for b in backups if b.stream == stream), key=lambda b: b.order, reverse=True)
         for i, b in enumerate(mine):
             old = max_age is None or now - b.taken_at > max_age
             (delete if i >= keep and old else kept).append(b)
@@ -122,7 +122,7 @@ def plan_prune(backups: list[BackupRef], *, keep: int, max_age: timedelta | None
 @dataclass
 class VerifyReport:
     stream: str
-    timestamp: str
+    backup_id: str
     checks: list[tuple[str, object, object]] = field(default_factory=list)  # (what, expected, found)
 
     @property
@@ -137,7 +137,7 @@ async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progres
     from components.settings import load_settings
 
     meta = store.read_meta(ref)
-    report = VerifyReport(ref.stream, ref.timestamp)
+    report = VerifyReport(ref.stream, ref.id)
     with tempfile.TemporaryDirectory(prefix="nats-verify-") as tmp:
         settings = load_settings({"jetstream": {"memoryStore": "256Mi", "fileStore": "1Ti"}})
         with start_server(settings, local_layout(Path(tmp), server_name="backup-verify"), Path(tmp)) as scratch:

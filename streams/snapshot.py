@@ -35,9 +35,13 @@ class SnapshotMeta:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "SnapshotMeta":
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or "config" not in doc or "state" not in doc:
-            raise SnapshotError("backup.json has no config and state; is this a `nats stream backup` folder?")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise SnapshotError("backup.json is not JSON; is this a `nats stream backup` folder?") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("state"), dict) \
+                or not doc["config"].get("name"):
+            raise SnapshotError("backup.json has no stream config and state; is this a `nats stream backup` folder?")
         return cls(doc["config"], doc["state"])
 
 

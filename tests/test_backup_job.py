@@ -1,5 +1,6 @@
 """The backup CronJob's scripts, run end to end here: `nats` and `mc` shims first on PATH (this
 project's snapshot code, boto3 against moto), then `python -m streams restore` of what they uploaded."""
+import json
 import os
 import subprocess
 import sys
@@ -34,9 +35,10 @@ def test_cron_job_scripts_back_up_prune_and_restore(nats_server, s3_env, tmp_pat
     fill_stream(raw, name="app-logs", subjects=("logs.>",), n=15)
     store = BackupStore(s3_client(), s3_env, "nats")
     s3 = s3_client()
-    for ts in ("20200101T000000Z", "20200102T000000Z", "20200103T000000Z"):  # old backups to prune
-        for name in ("stream.tar.s2", "backup.json"):
-            s3.put_object(Bucket=s3_env, Key=f"nats/iot-sensors/{ts}/{name}", Body=b"{}")
+    for seq, ts in enumerate(("20200101T000000Z", "20200102T000000Z", "20200103T000000Z"), 1):  # old ones to prune
+        meta = json.dumps({"config": {"name": "iot-sensors"}, "state": {"last_seq": seq, "last_ts": f"2020-01-0{seq}T00:00:00Z"}})
+        s3.put_object(Bucket=s3_env, Key=f"nats/iot-sensors/{ts}/stream.tar.s2", Body=b"x")
+        s3.put_object(Bucket=s3_env, Key=f"nats/iot-sensors/{ts}/backup.json", Body=meta.encode())
     backup_dir = tmp_path / "backup"
     backup_dir.mkdir()
     env = {**os.environ, "PATH": f"{make_shims(tmp_path / 'shims')}:{os.environ['PATH']}",
@@ -54,7 +56,7 @@ def test_cron_job_scripts_back_up_prune_and_restore(nats_server, s3_env, tmp_pat
     assert "snapshots failed for: missing-stream" in upload.stderr
     assert upload.stdout.count("uploaded s3://") == 2  # ...but the others were uploaded
     assert "pruned s3://" in upload.stdout and S3_SECRET_KEY not in upload.stdout + upload.stderr + snap.stdout
-    stamps = [r.timestamp for r in store.list("iot-sensors")]
+    stamps = [r.id for r in store.list("iot-sensors")]
     assert len(stamps) == 2 and stamps[0] == "20200103T000000Z"  # KEEP=2: the newest old one stays
     assert [r.stream for r in store.list("app-logs")] == ["app-logs"]
     # What the job uploaded restores with this project's CLI.

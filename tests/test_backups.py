@@ -70,7 +70,7 @@ def test_backup_then_restore_gives_an_identical_stream(nats_server, s3_env):
     raw.api("$JS.API.STREAM.MSG.DELETE.iot-sensors", {"seq": 5})  # a gap in the sequence
     store = BackupStore(s3_client(), s3_env, "nats")
     ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), source.client_url)
-    assert [r.timestamp for r in store.list("iot-sensors")] == [ref.timestamp]
+    assert [r.id for r in store.list("iot-sensors")] == [ref.id]
     run(lambda nc: restore_backup(nc, store, ref), target.client_url)
     assert all_messages(target.client_url, "iot-sensors") == all_messages(source.client_url, "iot-sensors")
     a, b = RawJetStream(source.client_url), RawJetStream(target.client_url)
@@ -89,7 +89,7 @@ def test_backup_layout_matches_nats_stream_backup(nats_server, s3_env):
     store = BackupStore(s3_client(), s3_env, "homelab")
     ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), server.client_url)
     keys = sorted(o["Key"] for o in s3_client().list_objects_v2(Bucket=s3_env)["Contents"])
-    assert keys == [f"homelab/iot-sensors/{ref.timestamp}/backup.json", f"homelab/iot-sensors/{ref.timestamp}/stream.tar.s2"]
+    assert keys == [f"homelab/iot-sensors/{ref.id}/backup.json", f"homelab/iot-sensors/{ref.id}/stream.tar.s2"]
     meta = s3_client().get_object(Bucket=s3_env, Key=keys[0])["Body"].read().decode()
     doc = json.loads(meta)
     assert doc["config"]["name"] == "iot-sensors" and doc["state"]["messages"] == 10
@@ -101,13 +101,13 @@ def test_several_backups_list_prune_and_restore_a_chosen_one(nats_server, s3_env
     raw = RawJetStream(server.client_url)
     fill_stream(raw, n=3)
     store = BackupStore(s3_client(), s3_env, "nats")
-    stamps = ["20260101T000000Z", "20260201T000000Z", "20260301T000000Z"]
+    stamps = ["20260101T000000Z-aaaaaa", "20260201T000000Z-bbbbbb", "20260301T000000Z-cccccc"]
     for i, ts in enumerate(stamps):
-        run(lambda nc, ts=ts: backup_stream(nc, store, "iot-sensors", timestamp=ts), server.client_url)
+        run(lambda nc, ts=ts: backup_stream(nc, store, "iot-sensors", backup_id=ts), server.client_url)
         raw.publish("sensors.more", [b"x"] * 10)
-    assert [r.timestamp for r in store.list("iot-sensors")] == stamps
+    assert [r.id for r in store.list("iot-sensors")] == stamps
     # restore the middle one: 13 messages were there then
-    ref = store.find("iot-sensors", "20260201T000000Z")
+    ref = store.find("iot-sensors", "20260201T000000Z")  # the time alone, when it is unambiguous
     run(lambda nc: restore_backup(nc, store, ref), target.client_url)
     assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 13
     # prune by age: nothing is older than 400 days, so nothing goes
@@ -115,10 +115,10 @@ def test_several_backups_list_prune_and_restore_a_chosen_one(nats_server, s3_env
     assert plan_prune(store.list(), keep=1, max_age=timedelta(days=400), now=now).delete == ()
     # prune by age: older than 45 days, keeping at least one
     plan = plan_prune(store.list(), keep=1, max_age=timedelta(days=45), now=now)
-    assert [r.timestamp for r in plan.delete] == ["20260101T000000Z"]
+    assert [r.id for r in plan.delete] == ["20260101T000000Z-aaaaaa"]
     # by count, through the CLI
     assert main(["prune", "--bucket", s3_env, "--keep", "1"]) == 0
-    assert [r.timestamp for r in store.list("iot-sensors")] == ["20260301T000000Z"]
+    assert [r.id for r in store.list("iot-sensors")] == ["20260301T000000Z-cccccc"]
 
 
 def test_cli_backup_restore_round_trip(nats_server, s3_env, capsys):
@@ -226,7 +226,7 @@ def test_damaged_archive_restore_removes_the_half_restored_stream(nats_server, s
     raw.publish("sensors.x", [os.urandom(2000) for _ in range(300)])
     store = BackupStore(s3_client(), s3_env, "nats")
     ref = run(lambda nc: backup_stream(nc, store, "iot-sensors"), source.client_url)
-    key = store.folder(ref.stream, ref.timestamp) + "stream.tar.s2"
+    key = store.folder(ref.stream, ref.id) + "stream.tar.s2"
     data = s3_client().get_object(Bucket=s3_env, Key=key)["Body"].read()
     if damage == "truncate":
         data = data[: len(data) // 2]
@@ -234,7 +234,7 @@ def test_damaged_archive_restore_removes_the_half_restored_stream(nats_server, s
         data = data[:1000] + bytes(b ^ 0xFF for b in data[1000:3000]) + data[3000:]
     s3_client().put_object(Bucket=s3_env, Key=key, Body=data)
     with pytest.raises(BackupError, match="partly restored stream 'iot-sensors' was removed"):
-        run(lambda nc: restore_backup(nc, store, BackupRef(ref.stream, ref.timestamp, len(data))), target.client_url)
+        run(lambda nc: restore_backup(nc, store, BackupRef(ref.stream, ref.id, len(data))), target.client_url)
     assert RawJetStream(target.client_url).stream("iot-sensors")["error"]["err_code"] == 10059
 
 
@@ -242,8 +242,8 @@ def test_incomplete_backup_is_invisible(nats_server, s3_env):
     server = nats_server()
     fill_stream(RawJetStream(server.client_url), n=2)
     store = BackupStore(s3_client(), s3_env, "nats")
-    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors", timestamp="20260101T000000Z"), server.client_url)
-    s3_client().delete_object(Bucket=s3_env, Key=store.folder(ref.stream, ref.timestamp) + "backup.json")
+    ref = run(lambda nc: backup_stream(nc, store, "iot-sensors", backup_id="20260101T000000Z-dddddd"), server.client_url)
+    s3_client().delete_object(Bucket=s3_env, Key=store.folder(ref.stream, ref.id) + "backup.json")
     assert store.list() == []
     with pytest.raises(Exception, match="no complete backup"):
         store.find("iot-sensors")
@@ -256,3 +256,80 @@ def test_unreachable_nats_says_how_to_point_elsewhere_without_the_password(s3_en
     assert code == 1 and "cannot connect to NATS at nats://ops:***@127.0.0.1:" in err
     assert "NATS_URL" in err and "make dev" in err and "port-forward" in err
     assert "s3cretpw" not in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- names and order (issue 10)
+def test_backups_in_the_same_second_are_both_kept_and_the_newest_is_by_the_stream(nats_server, s3_env,
+                                                                                 monkeypatch):
+    """Two backups in one second used to share a folder: with a purge between, the good one was replaced
+    by an empty one and both reported success."""
+    from streams import backups
+    from streams.backup_store import new_backup_id
+    second = datetime(2026, 11, 26, 3, 0, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(backups, "new_backup_id", lambda: new_backup_id(second))  # the same second, twice
+    server, target = nats_server(), nats_server()
+    raw = RawJetStream(server.client_url)
+    fill_stream(raw, n=20)
+    store = BackupStore(s3_client(), s3_env, "nats")
+    full = run(lambda nc: backup_stream(nc, store, "iot-sensors"), server.client_url)
+    raw.api("$JS.API.STREAM.PURGE.iot-sensors")
+    empty = run(lambda nc: backup_stream(nc, store, "iot-sensors"), server.client_url)
+    assert full.id != empty.id and full.id[:16] == empty.id[:16] == "20261126T030000Z"
+    assert [r.id for r in store.list("iot-sensors")] == [full.id, empty.id]  # the purge comes after
+    assert store.read_meta(full).state["messages"] == 20  # not overwritten
+    run(lambda nc: restore_backup(nc, store, store.find("iot-sensors", full.id)), target.client_url)
+    assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 20
+
+
+def test_concurrent_backups_of_one_stream_yield_two(nats_server, s3_env):
+    server = nats_server()
+    fill_stream(RawJetStream(server.client_url), n=30)
+    store = BackupStore(s3_client(), s3_env, "nats")
+
+    async def both(nc):
+        return await asyncio.gather(backup_stream(nc, store, "iot-sensors"), backup_stream(nc, store, "iot-sensors"))
+    a, b = run(both, server.client_url)
+    assert a.id != b.id and len(store.list("iot-sensors")) == 2
+
+
+def test_order_follows_the_stream_not_the_backup_hosts_clock(nats_server, s3_env, capsys):
+    """The second backup is taken by a machine whose clock is a year behind: restore and prune still
+    treat it as the newest, because the stream had moved on."""
+    server, target = nats_server(), nats_server()
+    raw = RawJetStream(server.client_url)
+    fill_stream(raw, n=5)
+    store = BackupStore(s3_client(), s3_env, "nats")
+    first = run(lambda nc: backup_stream(nc, store, "iot-sensors", backup_id="20270101T000000Z-111111"),
+                server.client_url)
+    raw.publish("sensors.more", [b"x"] * 7)
+    second = run(lambda nc: backup_stream(nc, store, "iot-sensors", backup_id="20260101T000000Z-222222"),
+                 server.client_url)
+    assert [r.id for r in store.list("iot-sensors")] == [first.id, second.id]
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url]) == 0
+    assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 12
+    assert main(["prune", "--bucket", s3_env, "--keep", "1"]) == 0
+    assert [r.id for r in store.list("iot-sensors")] == [second.id]
+    # --at still takes the time (or the whole id)
+    assert store.find("iot-sensors", "20260101T000000Z").id == second.id
+
+
+def test_folders_that_are_not_backups_are_skipped_with_a_warning(nats_server, s3_env, capsys):
+    server, target = nats_server(), nats_server()
+    fill_stream(RawJetStream(server.client_url), n=4)
+    store = BackupStore(s3_client(), s3_env, "nats")
+    real = run(lambda nc: backup_stream(nc, store, "iot-sensors"), server.client_url)
+    s3 = s3_client()
+    s3.put_object(Bucket=s3_env, Key="nats/iot-sensors/notes/readme.txt", Body=b"hello")
+    s3.put_object(Bucket=s3_env, Key="nats/iot-sensors/zzzz/backup.json", Body=b"{}")
+    s3.put_object(Bucket=s3_env, Key="nats/iot-sensors/zzzz/stream.tar.s2", Body=b"x")
+    s3.put_object(Bucket=s3_env, Key="nats/iot-sensors/29990101T000000Z-abcdef/stream.tar.s2", Body=b"x")
+    s3.put_object(Bucket=s3_env, Key="nats/iot-sensors/29990101T000000Z-abcdef/backup.json", Body=b"not json")
+    s3.put_object(Bucket=s3_env, Key="nats/README", Body=b"top-level file")
+    assert [r.id for r in store.list("iot-sensors")] == [real.id]
+    assert main(["prune", "--bucket", s3_env, "--keep", "1", "--dry-run"]) == 0   # no crash
+    err = capsys.readouterr().err
+    assert "nats/iot-sensors/notes/ is not a backup" in err and "nats/iot-sensors/zzzz/ is not a backup" in err
+    assert "29990101T000000Z-abcdef/: backup.json is not JSON" in err and "skipped" in err
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url]) == 0
+    assert real.id in capsys.readouterr().out  # the real newest, not the stranger
+    assert "Traceback" not in err
