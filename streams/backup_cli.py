@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from datetime import timedelta
 
@@ -19,8 +20,8 @@ from tqdm import tqdm
 
 from components.settings import redact_url
 from streams.backup_store import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
-from streams.connection import POINT_ELSEWHERE
-from streams.backups import (BackupError, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
+from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
+from streams.backups import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
 
@@ -79,6 +80,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--keep", type=int, required=True, help="newest backups to keep per stream (at least 1)")
     p.add_argument("--max-age", help="only delete backups older than this (nats CLI units: 14d, 2w, 36h)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    p.add_argument("--incomplete-older-than", default="1d", metavar="AGE",
+                   help="also abort unfinished multipart uploads under the prefix begun before this (default 1d; "
+                        "younger ones may be a backup still running)")
     _common(p, server=False)
     p.set_defaults(run=cmd_prune)
 
@@ -98,6 +102,55 @@ def _store(args) -> BackupStore:
 def _bar(desc: str, total: int | None = None) -> tqdm:
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                 disable=None, leave=False)
+
+
+class _Stop:
+    """Ctrl-C and SIGTERM during an async command: the first one cancels the command's task (and makes the
+    next progress callback raise, in case a cancellation gets lost), so that cleanup runs and the command
+    exits 128 + the signal number without a traceback."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.task: asyncio.Task | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def progress(self, update):
+        def call(n: int) -> None:
+            self.check()
+            update(n)
+        return call
+
+    def _on_signal(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self.task is not None:
+                self.task.cancel()
+
+    def run(self, coro_fn) -> int:
+        async def main() -> int:
+            loop = asyncio.get_running_loop()
+            self.task = asyncio.current_task()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            try:
+                return await coro_fn()
+            except (asyncio.CancelledError, Interrupted):
+                if self.signum is None:
+                    raise
+                return 128 + self.signum
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        code = asyncio.run(main())
+        if self.signum is not None:
+            print(f"stopped by {signal.Signals(self.signum).name}: {self.what}", file=sys.stderr)
+            return 128 + self.signum
+        return code
+
+    what = "nothing was kept"
 
 
 def _fail(message: str) -> None:
@@ -121,21 +174,28 @@ def cmd_backup(args) -> int:
     except StoreError as exc:
         _fail(str(exc))
         return FAILED
-    return asyncio.run(_backup_all(args, store))
+    stop = _Stop()
+    stop.what = "the backup in progress was abandoned: its multipart upload aborted, no backup.json written"
+    return stop.run(lambda: _backup_all(args, store, stop))
 
 
 async def _connect(args):
     """The NATS connection for a command, or None after saying why (fail fast: no reconnects)."""
     server = args.server or default_server()
     try:
-        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 15)
+        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
+                                                   error_cb=quiet_error_cb), 15)
     except Exception as exc:
+        if is_auth_error(exc):
+            _fail(f"NATS at {redact_url(server)} refused the credentials ({exc}); check the user and password in "
+                  "the URL (nats://USER:PASSWORD@HOST:4222)")
+            return None
         _fail(f"cannot connect to NATS at {redact_url(server)}: {type(exc).__name__}"
               f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}")
         return None
 
 
-async def _backup_all(args, store: BackupStore) -> int:
+async def _backup_all(args, store: BackupStore, stop: _Stop) -> int:
     nc = await _connect(args)
     if nc is None:
         return FAILED
@@ -149,7 +209,7 @@ async def _backup_all(args, store: BackupStore) -> int:
             total = info["state"].get("bytes") if info else None
             with _bar(f"backup {name}", total) as bar:
                 try:
-                    ref = await backup_stream(nc, store, name, progress=bar.update)
+                    ref = await backup_stream(nc, store, name, progress=stop.progress(bar.update))
                 except MemoryStreamSkipped as exc:
                     print(f"skipped: {exc}")
                     continue
@@ -190,6 +250,9 @@ def cmd_restore(args) -> int:
     finally:
         _warn_skipped(store)
 
+    stop = _Stop()
+    stop.what = f"the partly restored stream {args.as_name or args.stream!r} was removed"
+
     async def go() -> int:
         nc = await _connect(args)
         if nc is None:
@@ -197,7 +260,7 @@ def cmd_restore(args) -> int:
         try:
             with _bar(f"restore {args.stream}", ref.size) as bar:
                 info = await restore_backup(nc, store, ref, name=args.as_name, subjects=subjects,
-                                            progress=bar.update)
+                                            progress=stop.progress(bar.update))
         except (BackupError, StoreError) as exc:
             _fail(str(exc))
             return FAILED
@@ -207,7 +270,7 @@ def cmd_restore(args) -> int:
         print(f"restored {info['config']['name']} from {store.url(ref)}: {state.get('messages', 0)} messages, "
               f"{state.get('bytes', 0)} bytes, {state.get('consumer_count', 0)} consumers")
         return OK
-    return asyncio.run(go())
+    return stop.run(go)
 
 
 def cmd_prune(args) -> int:
@@ -220,6 +283,11 @@ def cmd_prune(args) -> int:
         _fail(f"--max-age: {exc}")
         return USAGE
     try:
+        stale_age = timedelta(microseconds=parse_duration(args.incomplete_older_than) / 1000)
+    except UnitError as exc:
+        _fail(f"--incomplete-older-than: {exc}")
+        return USAGE
+    try:
         store = _store(args)
         plan = plan_prune(store.list(), keep=args.keep, max_age=max_age)
         _warn_skipped(store)
@@ -227,6 +295,11 @@ def cmd_prune(args) -> int:
             if not args.dry_run:
                 store.delete(ref)
             print(f"{'would delete' if args.dry_run else 'deleted'} {store.url(ref)}")
+        for upload in store.stale_uploads(stale_age):
+            if not args.dry_run:
+                store.abort_upload(upload)
+            print(f"{'would abort' if args.dry_run else 'aborted'} the unfinished upload "
+                  f"s3://{store.bucket}/{upload['Key']} (begun {upload['Initiated']:%Y-%m-%d %H:%M} UTC)")
     except StoreError as exc:
         _fail(str(exc))
         return FAILED

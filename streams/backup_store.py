@@ -22,7 +22,7 @@ import re
 import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator
 
 import boto3
@@ -216,6 +216,29 @@ class BackupStore:
                     return
                 pending = loop.run_in_executor(pool, body.read, READ_SIZE)
                 yield data
+
+    def stale_uploads(self, older_than: timedelta, now: datetime | None = None) -> list[dict]:
+        """Multipart uploads under the prefix begun more than `older_than` ago and never completed or aborted:
+        what a backup leaves behind when S3 went away mid-upload and the abort could not reach it either.
+        Younger ones may be a backup still running."""
+        cutoff = (now or datetime.now(timezone.utc)) - older_than
+        base = f"{self.prefix}/" if self.prefix else ""
+        stale = []
+        try:
+            for page in self.s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] <= cutoff:
+                        stale.append({"Key": upload["Key"], "UploadId": upload["UploadId"],
+                                      "Initiated": upload["Initiated"]})
+        except (ClientError, BotoCoreError) as exc:
+            raise _explain(exc, self.bucket) from None
+        return stale
+
+    def abort_upload(self, upload: dict) -> None:
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _explain(exc, self.bucket) from None
 
     def delete(self, ref: BackupRef) -> None:
         folder = self.folder(ref.stream, ref.id)

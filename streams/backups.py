@@ -29,6 +29,15 @@ class MemoryStreamSkipped(BackupError):
     """Memory-storage streams cannot be snapshotted by the server."""
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: stop now, clean up, exit 128 + the signal. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` carries on with the next stream."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 async def close_quietly(nc) -> None:
     """Close a connection whose server may already be gone (nats-py then raises from close)."""
     try:
@@ -69,10 +78,19 @@ async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progre
             progress(len(chunk))
     try:
         meta = await snapshot(nc, stream, write)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, writer.complete, meta)
     except BaseException:
         writer.abort()
+        raise
+    completing = asyncio.get_running_loop().run_in_executor(None, writer.complete, meta)
+    try:
+        return await asyncio.shield(completing)
+    except BaseException:
+        # Stopped while backup.json was being written: let that finish, then take the backup back, so
+        # that a stopped backup never stays visible.
+        try:
+            store.delete(await completing)
+        except BaseException:
+            writer.abort()
         raise
 
 

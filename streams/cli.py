@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C outside the commands' own handling (imports, S3 listing): no traceback
+        print("stopped by SIGINT", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,17 @@ from components.settings import SettingsError, config_key, load_settings, nats_u
 from streams.units import UnitError, parse_duration
 
 DEFAULT_READY_TIMEOUT = 60.0
+# How nats-server words a refused login (server/client.go authViolation, and the expiry messages).
+AUTH_ERRORS = ("authorization violation", "authentication expired", "authentication timeout")
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    return any(phrase in str(exc).lower() for phrase in AUTH_ERRORS)
+
+
+async def quiet_error_cb(exc: Exception) -> None:
+    """nats-py logs every connection error with a traceback by default; the callers report errors
+    themselves, once, in words."""
 # What the command-line tools say when the server they tried is not there.
 POINT_ELSEWHERE = ("To use another server, pass --server (and --monitor for check) or set NATS_URL (and "
                    "NATS_MONITOR_URL): `make dev` prints the export line for the local one; for the cluster from "

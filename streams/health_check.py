@@ -21,10 +21,10 @@ from urllib.parse import urlparse
 
 import nats
 
-from components.settings import Settings, SettingsError, backup_credentials_warning
+from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
 from streams.backups import close_quietly
 from streams.catalog import CatalogError, StreamSpec
-from streams.connection import POINT_ELSEWHERE
+from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
 from streams.local_mode import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
@@ -155,9 +155,13 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     if not usable:
         return findings  # nothing further can be checked without a reachable server with JetStream
     try:
-        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False), 10)
+        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
+                                                 error_cb=quiet_error_cb), 10)
     except Exception as exc:
-        return findings + [Finding(FAIL, "server", f"cannot connect to {server}: {exc}. {POINT_ELSEWHERE}")]
+        if is_auth_error(exc):
+            return findings + [Finding(FAIL, "server", f"NATS at {redact_url(server)} refused the credentials ({exc}); "
+                                                       "check the user and password in the URL")]
+        return findings + [Finding(FAIL, "server", f"cannot connect to {redact_url(server)}: {exc}. {POINT_ELSEWHERE}")]
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
     finally:
@@ -205,7 +209,7 @@ def cmd_check(args) -> int:
         findings.append(Finding(WARN, "backups", missing_keys))
     status = overall(findings)
     if args.json:
-        print(json.dumps({"status": status, "server": server, "monitor": monitor,
+        print(json.dumps({"status": status, "server": redact_url(server), "monitor": redact_url(monitor),
                           "findings": [asdict(f) for f in findings]}, indent=2))
     else:
         for f in findings:

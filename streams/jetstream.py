@@ -22,7 +22,8 @@ import nats
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
-from streams.connection import ConnectionSettings
+from components.settings import redact_url
+from streams.connection import ConnectionSettings, is_auth_error
 
 T = TypeVar("T")
 
@@ -75,8 +76,13 @@ class JetStreamClient:
     # -- connection
     def _unavailable(self, what: str, last: BaseException | None) -> NatsUnavailable:
         s = self.settings
+        if last is not None and is_auth_error(last):
+            return NatsUnavailable(
+                f"NATS at {redact_url(s.url or '')} (from {s.url_source}) refused the credentials ({last}). Check "
+                "homelab-nats:natsUser and natsPassword (or natsToken, natsCredentials, natsNkeySeed): `pulumi config "
+                "set --secret natsPassword …`")
         return NatsUnavailable(
-            f"{what} at {s.url} (from {s.url_source}) within {s.ready_timeout:g}s"
+            f"{what} at {redact_url(s.url or '')} (from {s.url_source}) within {s.ready_timeout:g}s"
             f"{f' (last error: {type(last).__name__}: {last})' if last else ''}. If the server is not reachable "
             "from here, forward it (`kubectl port-forward -n nats svc/nats 4222`) and set NATS_URL="
             "nats://127.0.0.1:4222, or set homelab-nats:natsUrl")
@@ -92,18 +98,28 @@ class JetStreamClient:
             url = self.settings.require_url()
             last: BaseException | None = None
             delay = 0.1
+            connecting = True
+
+            async def on_error(exc: Exception) -> None:
+                # nats-py awaits this inside its first-connect retry loop (nats/aio/client.py, connect):
+                # raising here ends that loop at once on refused credentials instead of retrying until
+                # the deadline. Later errors are the reconnect logic's to handle, quietly.
+                if connecting and is_auth_error(exc):
+                    raise exc
+
             while time.monotonic() < deadline:
                 try:
                     # nats-py keeps retrying the first connect when reconnects are unlimited: bound it here.
                     self._nc = await asyncio.wait_for(nats.connect(
                         url, connect_timeout=max(0.5, min(2.0, deadline - time.monotonic())),
                         allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                        name="homelab-nats provider", **self.settings.connect_options()),
+                        error_cb=on_error, name="homelab-nats provider", **self.settings.connect_options()),
                         timeout=max(0.1, deadline - time.monotonic()))
+                    connecting = False
                     return self._nc
-                except Exception as exc:  # connection refused, DNS, TLS, auth: retried until the deadline
+                except Exception as exc:  # connection refused, DNS, TLS: retried until the deadline
                     last = exc
-                    if "Authorization" in str(exc):
+                    if is_auth_error(exc):
                         break
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 2.0)

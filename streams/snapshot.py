@@ -102,8 +102,11 @@ async def _next_chunk(nc, queue: asyncio.Queue, stream: str):
     deadline = loop.time() + CHUNK_TIMEOUT
     while True:
         try:
-            return await asyncio.wait_for(queue.get(), min(0.5, max(0.01, deadline - loop.time())))
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (Ctrl-C)
+            # that arrives as the queue yields an item, and the backup would run on to the end.
+            async with asyncio.timeout(min(0.5, max(0.01, deadline - loop.time()))):
+                return await queue.get()
+        except TimeoutError:
             if nc.is_closed or not nc.is_connected:
                 raise SnapshotError(f"snapshot of {stream!r}: lost the connection to the server") from None
             if loop.time() >= deadline:

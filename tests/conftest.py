@@ -111,3 +111,22 @@ def s3_env(moto_endpoint, monkeypatch):
     bucket = f"backups-{uuid.uuid4().hex[:8]}"
     s3_client().create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture
+def auth_server(tmp_path, homelab_settings):
+    """A nats-server with the homelab's config plus a user/password (user admin, password right-pw)."""
+    from components.nats_conf import render_nats_conf
+    layout = local_layout(tmp_path / "auth")
+    conf = render_nats_conf(homelab_settings, layout) + '\nauthorization { user: admin, password: "right-pw" }\n'
+    server = start_server(homelab_settings, layout, tmp_path / "auth", conf_text=conf, wait=False)
+    import time
+    import urllib.request
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(server.monitoring_url + "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield server
+    server.stop()

@@ -1,6 +1,7 @@
 """Backup and restore through S3 (moto on loopback) with real nats-servers."""
 import asyncio
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import nats
@@ -333,3 +334,80 @@ def test_folders_that_are_not_backups_are_skipped_with_a_warning(nats_server, s3
     assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", target.client_url]) == 0
     assert real.id in capsys.readouterr().out  # the real newest, not the stranger
     assert "Traceback" not in err
+
+
+def test_wrong_nats_credentials_fail_at_once_and_say_so(auth_server, s3_env, capsys):
+    url = f"nats://admin:wrong-pw@127.0.0.1:{auth_server.layout.client_port}"
+    code = main(["backup", "iot-sensors", "--bucket", s3_env, "--server", url])
+    err = capsys.readouterr().err
+    assert code == 1 and "refused the credentials" in err and "Authorization Violation" in err
+    assert "wrong-pw" not in err and "Traceback" not in err and "port-forward" not in err
+    code = main(["check", "--server", url, "--monitor", auth_server.monitoring_url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "refused the credentials" in out
+    assert "wrong-pw" not in out + err and "Traceback" not in err
+    assert json.loads(out)["server"] == f"nats://admin:***@127.0.0.1:{auth_server.layout.client_port}"
+
+
+def test_s3_lost_mid_upload_leaves_an_upload_that_prune_cleans(nats_server, s3_env, capsys):
+    """S3 goes away after two parts (and so does the abort): the backup fails clearly, nothing is visible,
+    and the orphaned 10 MiB upload is aborted by the next prune."""
+    from botocore.exceptions import EndpointConnectionError
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    raw.api("$JS.API.STREAM.CREATE.big", {"name": "big", "subjects": ["big.>"], "storage": "file"})
+    raw.publish("big.x", [os.urandom(64 * 1024) for _ in range(400)])  # 25 MiB, incompressible
+    s3 = s3_client()
+    store = BackupStore(s3, s3_env, "nats")
+    real_upload, parts = s3.upload_part, []
+
+    def flaky_upload(**kw):
+        if len(parts) >= 2:
+            raise EndpointConnectionError(endpoint_url="http://s3.gone")
+        parts.append(kw["PartNumber"])
+        return real_upload(**kw)
+
+    def gone(**kw):
+        raise EndpointConnectionError(endpoint_url="http://s3.gone")
+    s3.upload_part, s3.abort_multipart_upload = flaky_upload, gone
+    with pytest.raises(Exception) as err:
+        run(lambda nc: backup_stream(nc, store, "big"), server.client_url)
+    assert "S3 endpoint unreachable" in str(err.value)
+    fresh = s3_client()
+    [orphan] = fresh.list_multipart_uploads(Bucket=s3_env)["Uploads"]
+    assert BackupStore(fresh, s3_env, "nats").list() == []
+    # A young upload may be a backup still running: prune leaves it until it is a day old (by S3's clock)...
+    fresh_store = BackupStore(fresh, s3_env, "nats")
+    begun = orphan["Initiated"]
+    assert fresh_store.stale_uploads(timedelta(days=1), now=begun + timedelta(hours=1)) == []
+    assert [u["UploadId"] for u in fresh_store.stale_uploads(timedelta(days=1), now=begun + timedelta(hours=25))] \
+        == [orphan["UploadId"]]
+    # ...and aborts it once past the age (dry run first).
+    assert main(["prune", "--bucket", s3_env, "--keep", "1", "--incomplete-older-than", "0s", "--dry-run"]) == 0
+    assert f"would abort the unfinished upload s3://{s3_env}/{orphan['Key']}" in capsys.readouterr().out
+    assert main(["prune", "--bucket", s3_env, "--keep", "1", "--incomplete-older-than", "0s"]) == 0
+    assert f"aborted the unfinished upload s3://{s3_env}/{orphan['Key']}" in capsys.readouterr().out
+    assert fresh.list_multipart_uploads(Bucket=s3_env).get("Uploads", []) == []
+
+
+def test_a_failed_backup_aborts_its_upload_when_s3_answers(nats_server, s3_env):
+    server = nats_server()
+    fill_stream(RawJetStream(server.client_url), n=10)
+    s3 = s3_client()
+    store = BackupStore(s3, s3_env, "nats")
+
+    async def failing_write_then_backup(nc):
+        from streams import backups
+        real = backups.snapshot
+
+        async def broken(nc, stream, write, **kw):
+            await write(b"x" * 1024)
+            raise RuntimeError("server went away")
+        backups.snapshot = broken
+        try:
+            return await backup_stream(nc, store, "iot-sensors")
+        finally:
+            backups.snapshot = real
+    with pytest.raises(RuntimeError):
+        run(failing_write_then_backup, server.client_url)
+    assert s3.list_multipart_uploads(Bucket=s3_env).get("Uploads", []) == []

@@ -356,3 +356,19 @@ def test_unreachable_server_fails_clearly_within_the_bound():
         assert "homelab-nats:natsUrl" in message
     finally:
         close_all_clients()
+
+
+def test_wrong_credentials_fail_at_once_without_the_password(auth_server, capfd):
+    """Refused credentials end the provider's wait for NATS at once (not after natsReadyTimeout), and the
+    message names the keys to fix and never the password."""
+    from streams.provider import StreamProvider
+    from tests.provider_harness import configured, stream_inputs
+    url = f"nats://admin:wrong-pw@127.0.0.1:{auth_server.layout.client_port}"
+    provider = configured(StreamProvider, url, ready_timeout="45s")
+    with pytest.raises(NatsUnavailable) as err:
+        provider.create(stream_inputs("s", {"subjects": ["s.>"]}))
+    message = str(err.value)
+    assert "refused the credentials" in message and "within 45s" not in message
+    assert "natsPassword" in message and "wrong-pw" not in message and "admin:***@" in message
+    close_all_clients()
+    assert "Traceback" not in capfd.readouterr().err  # nats-py's own error logging is quiet
