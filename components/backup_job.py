@@ -1,25 +1,42 @@
 """The scheduled backup: a Kubernetes CronJob built from maintained stock images.
 
-1. init container `snapshot` (natsio/nats-box): `nats stream backup` for each stream into a shared
-   emptyDir, in the CLI's layout (<dir>/<stream>/backup.json + stream.tar.s2);
-2. container `upload` (minio/mc): copies each into s3://BUCKET/PREFIX/<stream>/<UTC timestamp>/,
-   stream.tar.s2 first and backup.json last (the layout `python -m streams` reads), then prunes:
-   per stream the newest KEEP backups always stay, older ones go once older than MAX_AGE.
-A failed stream does not stop the others; the Job fails at the end so the failure is visible.
+1. init container `snapshot` (natsio/nats-box: Alpine, busybox): `nats stream backup` for each stream into
+   a shared emptyDir, in the CLI's layout (<dir>/<stream>/backup.json + stream.tar.s2); it also writes the
+   run's backup id (UTC time + random suffix) and the current time, for the next container;
+2. container `upload` (minio/mc): copies each into s3://BUCKET/PREFIX/<stream>/<id>/, stream.tar.s2 first
+   and backup.json last (the layout `python -m streams` reads), then prunes: per stream the newest KEEP
+   backups always stay, older ones go once older than MAX_AGE; and unfinished multipart uploads older
+   than a day go.
+A failed stream does not stop the others; the Job fails at the end and names the streams that failed.
 
-The scripts and the manifests are pure functions of the settings (tested end to end with shims).
+What the images contain decides how the scripts are written:
+- minio/mc (tag RELEASE.2025-08-13T08-35-41Z) is `FROM ubi9/ubi-micro` plus /usr/bin/mc (minio/mc
+  Dockerfile.release): a shell and no awk, sed, grep, sort or date. The upload script uses only shell
+  built-ins and mc; dates are compared as numbers it computes itself.
+- mc reads the S3 alias from MC_HOST_<alias>=http(s)://KEY:SECRET@host (minio/mc cmd/config.go,
+  parseEnvURLStr), so the keys reach it through the environment from the Secret, never a command line.
+- nats-box is Alpine: busybox's date, od and tr are there.
+tests/test_backup_job.py runs both scripts with a PATH holding only those tools.
+
+The scripts and the manifests are pure functions of the settings.
 """
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from components import manifests
 from components.settings import Settings
 
 BACKUP_DIR = "/backup"
 SECRET_NAME = "nats-backup-s3"
+S3_ALIAS = "backup"
 
 # POSIX sh (busybox in nats-box). Environment: STREAMS, BACKUP_DIR, NATS_URL.
 SNAPSHOT_SCRIPT = r"""set -u
-date -u +%Y%m%dT%H%M%SZ > "$BACKUP_DIR/TIMESTAMP"
+# This run's backup id: the UTC time and a random suffix, so that no two runs share a folder.
+echo "$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" > "$BACKUP_DIR/ID"
+date -u +%s > "$BACKUP_DIR/NOW"
+: > "$BACKUP_DIR/FAILED"
 for stream in $STREAMS; do
   if nats stream backup "$stream" "$BACKUP_DIR/streams/$stream"; then
     echo "snapshot of $stream done"
@@ -32,42 +49,92 @@ done
 exit 0
 """
 
-# POSIX sh (minio/mc). Environment: BACKUP_DIR, S3_ENDPOINT, BUCKET, PREFIX, KEEP, MAX_AGE_SECONDS,
-# AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (from the Secret; never echoed).
-UPLOAD_SCRIPT = r"""set -eu
-mc alias set backup "$S3_ENDPOINT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" --api S3v4 --path on >/dev/null
-ts=$(cat "$BACKUP_DIR/TIMESTAMP")
+# sh with built-ins only, and mc (the minio/mc image has no other tools). Environment: BACKUP_DIR,
+# MC_HOST_backup (from the Secret), BUCKET, PREFIX, KEEP, MAX_AGE_SECONDS.
+UPLOAD_SCRIPT = r"""set -u
+read -r id < "$BACKUP_DIR/ID"
+read -r now < "$BACKUP_DIR/NOW"
+cutoff=$((now - MAX_AGE_SECONDS))
 base="backup/$BUCKET/${PREFIX:+$PREFIX/}"
-status=0
+url="s3://$BUCKET/${PREFIX:+$PREFIX/}"
+failed=""
+while read -r stream; do
+  [ -n "$stream" ] && failed="$failed $stream"
+done < "$BACKUP_DIR/FAILED"
+
+# Seconds since the epoch of a backup id YYYYMMDDTHHMMSSZ-... (days from the civil date, in shell
+# arithmetic: there is no date command here).
+epoch_of() {
+  day=${1%%T*}; tod=${1#*T}; tod=${tod%%Z*}
+  y=${day%????}; md=${day#????}; m=${md%??}; d=${md#??}
+  H=${tod%????}; ms=${tod#??}; M=${ms%??}; S=${ms#??}
+  m=${m#0}; d=${d#0}; H=${H#0}; M=${M#0}; S=${S#0}
+  y=$((y - (m <= 2)))
+  era=$(( (y >= 0 ? y : y - 399) / 400 )); yoe=$((y - era * 400))
+  doy=$(( (153 * ((m + 9) % 12) + 2) / 5 + d - 1 )); doe=$((yoe * 365 + yoe / 4 - yoe / 100 + doy))
+  echo $(( (era * 146097 + doe - 719468) * 86400 + H * 3600 + M * 60 + S ))
+}
+
+# The folder names (entries ending in /) of an `mc ls` listing, in its (ascending) order.
+folders() {
+  for word in $1; do
+    case $word in */) printf '%s\n' "${word%/}" ;; esac
+  done
+}
+
 for dir in "$BACKUP_DIR"/streams/*/; do
   [ -d "$dir" ] || continue
-  stream=$(basename "$dir")
-  dest="$base$stream/$ts"
-  if mc cp --quiet "$dir/stream.tar.s2" "$dest/stream.tar.s2" >/dev/null \
-     && mc cp --quiet "$dir/backup.json" "$dest/backup.json" >/dev/null; then
-    echo "uploaded s3://$BUCKET/${PREFIX:+$PREFIX/}$stream/$ts/"
+  stream=${dir%/}; stream=${stream##*/}
+  if mc cp --quiet "$dir/stream.tar.s2" "$base$stream/$id/stream.tar.s2" >/dev/null \
+     && mc cp --quiet "$dir/backup.json" "$base$stream/$id/backup.json" >/dev/null; then
+    echo "uploaded $url$stream/$id/"
   else
     echo "upload of $stream FAILED" >&2
-    status=1
+    failed="$failed $stream"
   fi
 done
-cutoff=$(date -u -d "@$(( $(date -u +%s) - MAX_AGE_SECONDS ))" +%Y%m%dT%H%M%SZ)
-for stream in $(mc ls "$base" | awk '{print $NF}' | tr -d /); do
+
+if ! streams=$(mc ls "$base"); then
+  echo "listing $url FAILED: not pruned" >&2
+  failed="$failed (prune)"
+  streams=""
+fi
+for stream in $(folders "$streams"); do
+  if ! listing=$(mc ls "$base$stream/"); then
+    echo "listing $url$stream/ FAILED: not pruned" >&2
+    continue
+  fi
+  backups=""
+  total=0
+  for folder in $(folders "$listing"); do
+    case $folder in
+      [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z*)
+        backups="$backups $folder"; total=$((total + 1)) ;;
+      *) echo "skipped $url$stream/$folder/: not a backup" ;;
+    esac
+  done
   n=0
-  for folder in $(mc ls "$base$stream/" | awk '{print $NF}' | tr -d / | sort -r); do
+  for folder in $backups; do
     n=$((n + 1))
-    if [ "$n" -gt "$KEEP" ] && expr "$folder" \< "$cutoff" >/dev/null; then
-      mc rm --quiet "$base$stream/$folder/backup.json" >/dev/null
-      mc rm --quiet --recursive --force "$base$stream/$folder/" >/dev/null
-      echo "pruned s3://$BUCKET/${PREFIX:+$PREFIX/}$stream/$folder/"
+    # the newest KEEP (the last in name order) always stay; older ones go once older than MAX_AGE
+    if [ $((total - n)) -ge "$KEEP" ] && [ "$(epoch_of "$folder")" -lt "$cutoff" ]; then
+      if mc rm --quiet "$base$stream/$folder/backup.json" >/dev/null \
+         && mc rm --quiet --recursive --force "$base$stream/$folder/" >/dev/null; then
+        echo "pruned $url$stream/$folder/"
+      else
+        echo "pruning $url$stream/$folder/ FAILED" >&2
+      fi
     fi
   done
 done
-if [ -s "$BACKUP_DIR/FAILED" ]; then
-  echo "snapshots failed for: $(tr '\n' ' ' < "$BACKUP_DIR/FAILED")" >&2
-  status=1
+# Uploads a lost connection left unfinished (invisible, but they hold space).
+mc rm --quiet --incomplete --recursive --force --older-than 1d "$base" >/dev/null 2>&1 || true
+
+if [ -n "$failed" ]; then
+  echo "backups failed for:$failed" >&2
+  exit 1
 fi
-exit $status
+exit 0
 """
 
 _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
@@ -116,6 +183,11 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
     uid = settings.fs_group
     secret_env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": k}}}
                   for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    endpoint = urlsplit(b.endpoint)
+    # Kubernetes expands $(VAR) from the variables defined before it: the keys stay in the Secret and the
+    # pod's environment, never in the manifest or on a command line.
+    mc_host = {"name": f"MC_HOST_{S3_ALIAS}",
+               "value": f"{endpoint.scheme}://$(AWS_ACCESS_KEY_ID):$(AWS_SECRET_ACCESS_KEY)@{endpoint.netloc}"}
     mounts = [{"name": "backup", "mountPath": BACKUP_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     resources = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
     return {
@@ -150,14 +222,14 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                         "containers": [{
                             "name": "upload", "image": settings.images.mc, "imagePullPolicy": "IfNotPresent",
                             "command": ["sh", "-c", UPLOAD_SCRIPT],
-                            "env": [{"name": "BACKUP_DIR", "value": BACKUP_DIR},
-                                    {"name": "S3_ENDPOINT", "value": b.endpoint},
-                                    {"name": "BUCKET", "value": b.bucket},
-                                    {"name": "PREFIX", "value": b.prefix},
-                                    {"name": "KEEP", "value": str(b.keep)},
-                                    {"name": "MAX_AGE_SECONDS", "value": str(b.max_age_seconds)},
-                                    {"name": "HOME", "value": "/tmp"},
-                                    {"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}] + secret_env,
+                            "env": secret_env + [mc_host,
+                                                 {"name": "BACKUP_DIR", "value": BACKUP_DIR},
+                                                 {"name": "BUCKET", "value": b.bucket},
+                                                 {"name": "PREFIX", "value": b.prefix},
+                                                 {"name": "KEEP", "value": str(b.keep)},
+                                                 {"name": "MAX_AGE_SECONDS", "value": str(b.max_age_seconds)},
+                                                 {"name": "HOME", "value": "/tmp"},
+                                                 {"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}],
                             "resources": resources, "volumeMounts": mounts, "securityContext": _RESTRICTED,
                         }],
                         "volumes": [{"name": "backup", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
