@@ -14,11 +14,13 @@ import os
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import nats
 from tqdm import tqdm
 
 from components.settings import redact_url
+from streams.backup_folder import FolderStore
 from streams.backup_store import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
 from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
 from streams.backups import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
@@ -39,8 +41,15 @@ def default_server() -> str:
     return details.get("clientUrl", details["inClusterUrl"])
 
 
-def _common(p: argparse.ArgumentParser, *, server: bool = True) -> None:
-    p.add_argument("--bucket", required=True, help="S3 bucket holding the backups")
+def _common(p: argparse.ArgumentParser, *, server: bool = True, folder: str | None = None) -> None:
+    if folder:
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--bucket", help="S3 bucket holding the backups")
+        where.add_argument(f"--{folder}", dest="folder", type=Path, metavar="DIR",
+                           help="a plain folder instead, in the `nats stream backup` layout (one stream: DIR "
+                                "itself; several: DIR/STREAM/)")
+    else:
+        p.add_argument("--bucket", required=True, help="S3 bucket holding the backups")
     p.add_argument("--prefix", default="nats", help="key prefix inside the bucket (default: nats)")
     p.add_argument("--endpoint", help=f"S3 endpoint (default: AWS_ENDPOINT_URL, else the homelab MinIO {DEFAULT_ENDPOINT})")
     p.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
@@ -55,7 +64,7 @@ def add_parsers(sub) -> None:
         "backup.json is written last, so an interrupted backup stays invisible. Memory streams are skipped."))
     p.add_argument("streams", nargs="*", metavar="STREAM")
     p.add_argument("--all", action="store_true", help="every file-backed stream on the server")
-    _common(p)
+    _common(p, folder="to")
     p.set_defaults(run=cmd_backup)
 
     p = sub.add_parser("list-backups", help="list complete backups", description=(
@@ -72,7 +81,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--at", metavar="TIMESTAMP", help="which backup (as list-backups prints it)")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="restore under another stream name")
     p.add_argument("--subjects", help="comma-separated subjects for the restored stream (with --as)")
-    _common(p)
+    _common(p, folder="from")
     p.set_defaults(run=cmd_restore)
 
     p = sub.add_parser("prune", help="delete old backups", description=(
@@ -90,12 +99,15 @@ def add_parsers(sub) -> None:
         "Restore the backup into a scratch local nats-server (never the live one) and compare messages, bytes, "
         "first and last sequence and consumers with the state recorded in backup.json."))
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument("--at", metavar="TIMESTAMP", help="which backup (default: the newest)")
-    _common(p, server=False)
+    p.add_argument("--at", metavar="ID", help="which backup (default: the newest)")
+    _common(p, server=False, folder="from")
     p.set_defaults(run=cmd_verify)
 
 
-def _store(args) -> BackupStore:
+def _store(args, streams: int = 1):
+    """The S3 store for --bucket, or the folder store for --to/--from DIR."""
+    if getattr(args, "folder", None) is not None:
+        return FolderStore(args.folder, one_stream=streams == 1)
     return BackupStore(s3_client(args.endpoint, args.region), args.bucket, args.prefix)
 
 
@@ -169,13 +181,15 @@ def cmd_backup(args) -> int:
         _fail("name one or more streams, or --all")
         return USAGE
     try:
-        store = _store(args)
-        store.check_bucket()
+        store = _store(args, streams=0 if args.all else len(args.streams))
+        if isinstance(store, BackupStore):
+            store.check_bucket()
     except StoreError as exc:
         _fail(str(exc))
         return FAILED
     stop = _Stop()
-    stop.what = "the backup in progress was abandoned: its multipart upload aborted, no backup.json written"
+    stop.what = ("the backup in progress was abandoned and nothing of it kept (its multipart upload aborted, or "
+                 "its files removed; no backup.json written)")
     return stop.run(lambda: _backup_all(args, store, stop))
 
 
