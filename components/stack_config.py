@@ -6,8 +6,6 @@ import difflib
 import json
 from pathlib import Path
 
-import pulumi
-import pulumi.runtime.config as runtime_config
 import yaml
 
 from components.settings import PROJECT, SettingsError
@@ -59,8 +57,14 @@ def near_miss_namespaces(keys) -> list[str]:
     return warnings
 
 
+# Pulumi is imported where the program needs it, not at import: the command-line tools read stack files
+# through this module and should not carry the Pulumi SDK in memory.
+
+
 def all_config_keys() -> set[str]:
     """Every config key of the running stack, of every namespace."""
+    import pulumi.runtime.config as runtime_config
+
     return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
 
 
@@ -70,6 +74,9 @@ def read_stack_config() -> dict:
     Listing the keys (rather than asking for known ones) lets `load_settings` reject typos such as
     `jetStream.fileStore` instead of silently using a default.
     """
+    import pulumi
+    import pulumi.runtime.config as runtime_config
+
     prefix = f"{PROJECT}:"
     keys = all_config_keys()
     config = pulumi.Config(PROJECT)
@@ -89,6 +96,8 @@ def read_stack_config() -> dict:
 def read_backup_credentials():
     """The backup CronJob's S3 keys as Pulumi secrets, or None while either is missing (the program then
     warns and leaves the CronJob out: `components.settings.backup_credentials_warning`)."""
+    import pulumi
+
     from components.deployment import BackupCredentials
     from components.settings import BACKUP_SECRET_KEYS
 
@@ -100,6 +109,8 @@ def read_backup_credentials():
 
 
 def present_backup_keys() -> set[str]:
+    import pulumi
+
     from components.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)

@@ -33,8 +33,9 @@ from streams.snapshot import SnapshotError, SnapshotMeta
 
 DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
 PART_SIZE = 5 * 1024 * 1024      # S3's minimum part size: the least memory per part in flight
-PARTS_IN_FLIGHT = 3
-READ_SIZE = 1024 * 1024
+PARTS_IN_FLIGHT = 4              # (PARTS_IN_FLIGHT + 1) x PART_SIZE of buffers: 25 MiB (bench/backup_rss.py)
+READ_SIZE = 2 * 1024 * 1024
+READ_AHEAD = 3
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 META_NAME = "backup.json"
 DATA_NAME = "stream.tar.s2"
@@ -55,8 +56,12 @@ def s3_client(endpoint: str | None = None, region: str | None = None, access_key
         region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        # Checksums only where S3 requires them: botocore's default (CRC32 on every part, aws-chunked) costs
+        # CPU on both ends and is refused by some S3-compatible stores; the Pulumi CLI makes the same choice
+        # for any S3 endpoint that is not AWS (pulumi/pulumi pkg/backend/diy/backend.go, translateLegacyS3Params).
         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=5, read_timeout=60),
+                          connect_timeout=5, read_timeout=60, request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"),
     )
 
 
@@ -202,19 +207,20 @@ class BackupStore:
             raise StoreError(f"{self.url(ref)}: {exc}") from None
 
     async def chunks(self, ref: BackupRef) -> AsyncIterator[bytes]:
-        """The archive's bytes, streamed in 1 MiB reads (read ahead by one in a worker thread)."""
+        """The archive's bytes, streamed in READ_SIZE reads, READ_AHEAD of them ahead in a worker thread."""
         loop = asyncio.get_running_loop()
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self.folder(ref.stream, ref.id) + DATA_NAME)["Body"]
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, self.bucket) from None
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = loop.run_in_executor(pool, body.read, READ_SIZE)
+            # READ_AHEAD reads queued in the one worker thread: S3's latency hides behind the restore loop's.
+            pending = [loop.run_in_executor(pool, body.read, READ_SIZE) for _ in range(READ_AHEAD)]
             while True:
-                data = await pending
+                data = await pending.pop(0)
                 if not data:
                     return
-                pending = loop.run_in_executor(pool, body.read, READ_SIZE)
+                pending.append(loop.run_in_executor(pool, body.read, READ_SIZE))
                 yield data
 
     def stale_uploads(self, older_than: timedelta, now: datetime | None = None) -> list[dict]:

@@ -22,7 +22,6 @@ from urllib.parse import urlparse
 import nats
 
 from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
-from streams.backups import close_quietly
 from streams.catalog import CatalogError, StreamSpec
 from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
 from streams.local_mode import load_stack, read_stack_file
@@ -165,6 +164,7 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
     finally:
+        from streams.backups import close_quietly
         await close_quietly(nc)
     return findings
 

@@ -18,9 +18,7 @@ from components.connection import connection_details, external_urls
 from components.local_server import LocalServerError, WorkdirLock, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
-from streams.apply import apply_catalog, undeclared
 from streams.catalog import CatalogError, load_catalog
-from streams.jetstream import close_all_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +83,9 @@ def run(args) -> int:
 
 
 def _serve(args, settings, catalog, layout, workdir: Path) -> int:
+    from streams.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
+    from streams.jetstream import close_all_clients
+
     server = start_server(settings, layout, workdir)
     with server:
         try:
