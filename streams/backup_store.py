@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,8 +33,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from streams.snapshot import SnapshotError, SnapshotMeta
 
 DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
-PART_SIZE = 5 * 1024 * 1024      # S3's minimum part size: the least memory per part in flight
-PARTS_IN_FLIGHT = 4              # (PARTS_IN_FLIGHT + 1) x PART_SIZE of buffers: 25 MiB (bench/backup_rss.py)
+PART_SIZE = 5 * 1024 * 1024      # S3's minimum part size
+PARTS_IN_FLIGHT = 8              # spooled to temporary files, not held in memory (BackupWriter)
 READ_SIZE = 2 * 1024 * 1024
 READ_AHEAD = 3
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -257,14 +258,17 @@ class BackupStore:
 
 
 class BackupWriter:
-    """Multipart upload of stream.tar.s2 with up to PARTS_IN_FLIGHT parts uploading while the next
-    fills (memory stays about (PARTS_IN_FLIGHT + 1) x PART_SIZE whatever the stream's size);
-    backup.json is written by `complete` only. `abort` leaves nothing behind."""
+    """Multipart upload of stream.tar.s2 with up to PARTS_IN_FLIGHT parts uploading while the next fills.
+    Each part is spooled to an unnamed temporary file and uploaded from it, as boto3's own upload_file
+    reads parts from a file: memory stays small and flat (bench/backup_rss.py) however many parts are in
+    flight, and the disk holds at most (PARTS_IN_FLIGHT + 1) x PART_SIZE. backup.json is written by
+    `complete` only. `abort` leaves nothing behind."""
 
     def __init__(self, store: BackupStore, stream: str, backup_id: str):
         self.store, self.stream, self.id = store, stream, backup_id
         self.key = store.folder(stream, backup_id) + DATA_NAME
-        self.buffer = bytearray()
+        self.spool = tempfile.TemporaryFile(prefix="nats-backup-part-")
+        self.spooled = 0
         self.parts: list[dict] = []
         self.size = 0
         self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT)
@@ -273,12 +277,17 @@ class BackupWriter:
             self.upload_id = store.s3.create_multipart_upload(Bucket=store.bucket, Key=self.key)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             self._pool.shutdown()
+            self.spool.close()
             raise _explain(exc, store.bucket) from None
 
-    def _upload_part(self, number: int, data: bytes) -> dict:
-        r = self.store.s3.upload_part(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
-                                      PartNumber=number, Body=data)
-        return {"PartNumber": number, "ETag": r["ETag"]}
+    def _upload_part(self, number: int, part) -> dict:
+        try:
+            part.seek(0)
+            r = self.store.s3.upload_part(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
+                                          PartNumber=number, Body=part)
+            return {"PartNumber": number, "ETag": r["ETag"]}
+        finally:
+            part.close()
 
     def _wait_oldest(self) -> None:
         future = self._inflight.pop(0)
@@ -287,22 +296,26 @@ class BackupWriter:
         except (ClientError, BotoCoreError) as exc:
             raise _explain(exc, self.store.bucket) from None
 
+    def _next_part(self):
+        part, self.spool, self.spooled = self.spool, tempfile.TemporaryFile(prefix="nats-backup-part-"), 0
+        return part
+
     async def write(self, data: bytes) -> None:
-        self.buffer += data
+        self.spool.write(data)
+        self.spooled += len(data)
         self.size += len(data)
-        if len(self.buffer) >= PART_SIZE:
-            part, self.buffer = self.buffer, bytearray()  # hand the buffer over: no copy
+        if self.spooled >= PART_SIZE:
             if len(self._inflight) >= PARTS_IN_FLIGHT:
                 await asyncio.get_running_loop().run_in_executor(None, self._wait_oldest)
             number = len(self.parts) + len(self._inflight) + 1
-            self._inflight.append(self._pool.submit(self._upload_part, number, part))
+            self._inflight.append(self._pool.submit(self._upload_part, number, self._next_part()))
 
     def complete(self, meta: SnapshotMeta) -> BackupRef:
         while self._inflight:
             self._wait_oldest()
-        if self.buffer or not self.parts:
-            self.parts.append(self._upload_part(len(self.parts) + 1, self.buffer))
-            self.buffer = bytearray()
+        if self.spooled or not self.parts:
+            self.parts.append(self._upload_part(len(self.parts) + 1, self._next_part()))
+        self.spool.close()
         s3, bucket = self.store.s3, self.store.bucket
         meta_key = self.store.folder(self.stream, self.id) + META_NAME
         try:
@@ -327,6 +340,7 @@ class BackupWriter:
             raise
 
     def abort(self) -> None:
+        self.spool.close()
         try:
             for future in self._inflight:
                 future.cancel()
