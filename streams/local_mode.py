@@ -106,7 +106,7 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))
         print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.")
-        print("Point `python -m streams check|backup|restore` (and the nats CLI) at it, in another shell:")
+        print("Point `.venv/bin/python -m streams check|backup|restore` (and the nats CLI) at it, in another shell:")
         print(f"  export NATS_URL={server.client_url} NATS_MONITOR_URL={server.monitoring_url}", flush=True)
         if not args.once:
             stop = threading.Event()
