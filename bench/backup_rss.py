@@ -62,7 +62,7 @@ def main() -> None:
 
     from components.local_server import local_layout, start_server
     from components.settings import load_settings
-    from streams.backup_store import s3_client
+    from streams.backup.s3 import s3_client
     from tests.conftest import start_moto
 
     moto, endpoint = start_moto()

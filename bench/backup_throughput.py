@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 def child(mode: str, args) -> None:
     import nats
 
-    from streams.backup_store import BackupStore, s3_client
-    from streams.backups import backup_stream, restore_backup
-    from streams.snapshot import SnapshotMeta, restore, snapshot
+    from streams.backup.s3 import BackupStore, s3_client
+    from streams.backup.service import backup_stream, restore_backup
+    from streams.backup.snapshot import SnapshotMeta, restore, snapshot
 
     async def run():
         nc = await nats.connect(args.server, max_reconnect_attempts=0)
@@ -113,7 +113,7 @@ def main() -> None:
 
     from components.local_server import local_layout, start_server
     from components.settings import load_settings
-    from streams.backup_store import s3_client
+    from streams.backup.s3 import s3_client
     from tests.conftest import start_moto
 
     moto, endpoint = start_moto()

@@ -20,10 +20,10 @@ import nats
 from tqdm import tqdm
 
 from components.settings import redact_url
-from streams.backup_folder import FolderStore
-from streams.backup_store import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
+from streams.backup.folder import FolderStore
+from streams.backup.s3 import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
 from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
-from streams.backups import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
+from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
 

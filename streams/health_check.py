@@ -164,7 +164,7 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
     finally:
-        from streams.backups import close_quietly
+        from streams.backup.service import close_quietly
         await close_quietly(nc)
     return findings
 

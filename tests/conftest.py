@@ -103,7 +103,7 @@ def s3_env(moto_endpoint, monkeypatch):
     """The standard AWS variables pointing at moto; returns a fresh bucket name."""
     import uuid
 
-    from streams.backup_store import s3_client
+    from streams.backup.s3 import s3_client
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)

@@ -20,7 +20,7 @@ import pytest
 
 from components.backup_job import SNAPSHOT_SCRIPT, UPLOAD_SCRIPT, cron_job
 from components.settings import load_settings
-from streams.backup_store import BackupStore, s3_client
+from streams.backup.s3 import BackupStore, s3_client
 from streams.cli import main
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.provider_harness import RawJetStream

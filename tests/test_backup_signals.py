@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streams.backup_store import BackupStore, s3_client
+from streams.backup.s3 import BackupStore, s3_client
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
 

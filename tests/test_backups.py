@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import nats
 import pytest
 
-from streams import snapshot as snapshot_module
-from streams.backup_store import BackupRef, BackupStore, s3_client
-from streams.backups import BackupError, close_quietly, backup_stream, plan_prune, restore_backup
+from streams.backup import snapshot as snapshot_module
+from streams.backup.s3 import BackupRef, BackupStore, s3_client
+from streams.backup.service import BackupError, close_quietly, backup_stream, plan_prune, restore_backup
 from streams.cli import main
 from tests.conftest import S3_SECRET_KEY
 from tests.provider_harness import RawJetStream
@@ -209,7 +209,7 @@ def test_server_dies_mid_backup_leaves_no_backup(nats_server, s3_env, monkeypatc
         seen.append(n)
         if len(seen) == 3:
             server.kill()
-    from streams.snapshot import SnapshotError
+    from streams.backup.snapshot import SnapshotError
     with pytest.raises(SnapshotError, match="snapshot of 'big'"):
         run(lambda nc: backup_stream(nc, store, "big", progress=progress), server.client_url)
     assert store.list() == []
@@ -264,8 +264,8 @@ def test_backups_in_the_same_second_are_both_kept_and_the_newest_is_by_the_strea
                                                                                  monkeypatch):
     """Two backups in one second used to share a folder: with a purge between, the good one was replaced
     by an empty one and both reported success."""
-    from streams import backups
-    from streams.backup_store import new_backup_id
+    from streams.backup import service as backups
+    from streams.backup.s3 import new_backup_id
     second = datetime(2026, 11, 26, 3, 0, 0, tzinfo=timezone.utc)
     monkeypatch.setattr(backups, "new_backup_id", lambda: new_backup_id(second))  # the same second, twice
     server, target = nats_server(), nats_server()
@@ -397,7 +397,7 @@ def test_a_failed_backup_aborts_its_upload_when_s3_answers(nats_server, s3_env):
     store = BackupStore(s3, s3_env, "nats")
 
     async def failing_write_then_backup(nc):
-        from streams import backups
+        from streams.backup import service as backups
         real = backups.snapshot
 
         async def broken(nc, stream, write, **kw):

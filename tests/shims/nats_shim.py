@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nats
 
-from streams.snapshot import snapshot
+from streams.backup.snapshot import snapshot
 
 
 async def backup(stream: str, folder: Path) -> None:

@@ -1,5 +1,5 @@
-"""Backup, restore, prune and verify: the snapshot protocol (`streams.snapshot`) joined to the S3
-layout (`streams.backup_store`). Each operation either completes or leaves nothing half-made:
+"""Backup, restore, prune and verify: the snapshot protocol (`streams.backup.snapshot`) joined to the S3
+layout (`streams.backup.s3`). Each operation either completes or leaves nothing half-made:
 an interrupted backup has no backup.json (invisible), a failed restore removes the stream it began.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Callable
 import nats
 import nats.errors
 
-from streams.backup_store import BackupRef, BackupStore, new_backup_id
-from streams.snapshot import SnapshotError, restore, snapshot
+from streams.backup.s3 import BackupRef, BackupStore, new_backup_id
+from streams.backup.snapshot import SnapshotError, restore, snapshot
 
 Progress = Callable[[int], None]
 

@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from streams.snapshot import SnapshotError, SnapshotMeta
+from streams.backup.snapshot import SnapshotError, SnapshotMeta
 
 DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
 PART_SIZE = 8 * 1024 * 1024      # boto3's upload_file part size (s3transfer multipart_chunksize); S3 needs >= 5 MiB

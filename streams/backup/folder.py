@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import AsyncIterator
 
-from streams.backup_store import DATA_NAME, META_NAME, READ_SIZE, BackupRef, StoreError, order_key_from_meta
-from streams.snapshot import SnapshotError, SnapshotMeta
+from streams.backup.s3 import DATA_NAME, META_NAME, READ_SIZE, BackupRef, StoreError, order_key_from_meta
+from streams.backup.snapshot import SnapshotError, SnapshotMeta
 
 PARTIAL = DATA_NAME + ".partial"
 
