@@ -51,7 +51,7 @@ def test_healthy_local_homelab(homelab, capsys):
 @pytest.fixture
 def with_backup_keys(monkeypatch):
     """The stack file as it is once `pulumi config set --secret backup…` has run (encrypted values)."""
-    from streams import health_check
+    from streams.cli import check as health_check
     real = health_check.read_stack_file
     monkeypatch.setattr(health_check, "read_stack_file", lambda stack: {
         **real(stack), "backupAccessKeyId": {"secure": "v1:abc"}, "backupSecretAccessKey": {"secure": "v1:def"}})

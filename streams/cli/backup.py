@@ -36,7 +36,7 @@ def default_server() -> str:
         return os.environ["NATS_URL"]
     from components.connection import connection_details
     from components.settings import load_settings
-    from streams.local_mode import read_stack_file
+    from streams.cli.dev import read_stack_file
     details = connection_details(load_settings(read_stack_file("homelab")))
     return details.get("clientUrl", details["inClusterUrl"])
 

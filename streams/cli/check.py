@@ -24,7 +24,7 @@ import nats
 from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
 from streams.catalog import CatalogError, StreamSpec
 from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
-from streams.local_mode import load_stack, read_stack_file
+from streams.cli.dev import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"

@@ -20,7 +20,7 @@ from components.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
 from streams.catalog import CatalogError, load_catalog
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: streams/cli/dev.py -> ../../
 
 
 def stack_file_path(stack: str, root: Path = ROOT) -> Path:

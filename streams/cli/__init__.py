@@ -1,19 +1,20 @@
-"""The `python -m streams` command line: subcommands, each with its own --help."""
+"""The `python -m streams` command line: one module per subcommand group, each with its own --help:
+`dev` (make dev), `backup` (backup, list-backups, restore, prune, verify), `check`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from streams import backup_cli, health_check, local_mode
+from streams.cli import backup, check, dev
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m streams",
                                      description="Run and operate the homelab's NATS JetStream.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    local_mode.add_parser(sub)
-    backup_cli.add_parsers(sub)
-    health_check.add_parser(sub)
+    dev.add_parser(sub)
+    backup.add_parsers(sub)
+    check.add_parser(sub)
     return parser
 
 
