@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024)
     args = ap.parse_args()
 
-    from components.local_server import local_layout, start_server
+    from streams.local.server import local_layout, start_server
     from components.settings import load_settings
     from streams.backup.s3 import s3_client
     from tests.conftest import start_moto

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
 
-from components.local_server import LocalServer, free_port, local_layout, nats_server_binary, start_server  # noqa: E402
+from streams.local.server import LocalServer, free_port, local_layout, nats_server_binary, start_server  # noqa: E402
 from components.settings import load_settings  # noqa: E402
 
 PAYLOAD = b"x" * 1024

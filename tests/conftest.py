@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.local_server import LocalServer, local_layout, start_server
+from streams.local.server import LocalServer, local_layout, start_server
 from components.settings import load_settings
 from tests.test_settings import homelab_raw
 
@@ -67,7 +67,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.local_server import free_port  # noqa: E402
+from streams.local.server import free_port  # noqa: E402
 
 S3_ACCESS_KEY = "homelab-test-access"
 S3_SECRET_KEY = "homelab-test-SECRET-never-printed"

@@ -171,7 +171,7 @@ def test_missing_bucket_and_unreachable_s3(nats_server, s3_env, capsys, monkeypa
     fill_stream(RawJetStream(server.client_url), n=2)
     assert main(["backup", "iot-sensors", "--bucket", "no-such-bucket", "--server", server.client_url]) == 1
     assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
-    from components.local_server import free_port
+    from streams.local.server import free_port
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     assert main(["list-backups", "--bucket", s3_env]) == 1
     err = capsys.readouterr().err
@@ -251,7 +251,7 @@ def test_incomplete_backup_is_invisible(nats_server, s3_env):
 
 
 def test_unreachable_nats_says_how_to_point_elsewhere_without_the_password(s3_env, capsys):
-    from components.local_server import free_port
+    from streams.local.server import free_port
     code = main(["backup", "iot-sensors", "--bucket", s3_env, "--server", f"nats://ops:s3cretpw@127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err
     assert code == 1 and "cannot connect to NATS at nats://ops:***@127.0.0.1:" in err

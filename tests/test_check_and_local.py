@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from components.local_server import free_port, local_layout, start_server
+from streams.local.server import free_port, local_layout, start_server
 from components.nats_conf import render_nats_conf
-from streams.apply import apply_catalog
+from streams.local.apply import apply_catalog
 from streams.catalog import load_catalog
 from streams.cli import main
 from streams.jetstream import close_all_clients

@@ -1,7 +1,7 @@
 """The rendered nats.conf runs on a real nats-server of the release the default image pins."""
 from importlib.metadata import version
 
-from components.local_server import local_layout, nats_server_version, start_server
+from streams.local.server import local_layout, nats_server_version, start_server
 from components.nats_conf import cluster_layout, render_nats_conf, restart_checksum
 from components.settings import load_settings
 

@@ -14,7 +14,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
-from components.local_server import free_port
+from streams.local.server import free_port
 from streams.provider import ConsumerProvider, StreamProvider
 from tests.provider_harness import RawJetStream, consumer_inputs, stream_inputs
 from tests.pulumi_harness import ROOT
@@ -160,7 +160,7 @@ def test_preview_needs_no_server(engine):
 
 def test_credentials_reach_the_provider_only_through_configure(engine, tmp_path, homelab_settings):
     """A password-protected server: the password is stack config, never an input, output or log line."""
-    from components.local_server import local_layout, start_server
+    from streams.local.server import local_layout, start_server
     from components.nats_conf import render_nats_conf
 
     layout = local_layout(tmp_path)

@@ -1,7 +1,7 @@
 """The stream and consumer providers against a real nats-server running the homelab's config."""
 import pytest
 
-from components.local_server import free_port, local_layout, start_server
+from streams.local.server import free_port, local_layout, start_server
 from streams.catalog import MANAGED_BY_KEY, load_catalog
 from streams.jetstream import NatsUnavailable, close_all_clients
 from streams.provider import AdoptionRefused, DataLossRefused, StreamProvider

@@ -10,7 +10,7 @@ import re
 import pytest
 
 import streams.catalog as catalog
-from components.local_server import nats_server_binary
+from streams.local.server import nats_server_binary
 from streams.catalog import CatalogError, load_catalog
 from tests.provider_harness import RawJetStream
 

@@ -22,10 +22,10 @@ import nats
 import pytest
 
 from components import manifests
-from components.local_server import free_port, start_server
+from streams.local.server import free_port, start_server
 from components.nats_conf import ConfLayout
 from components.settings import load_settings
-from streams.apply import apply_catalog
+from streams.local.apply import apply_catalog
 from streams.catalog import load_catalog
 from streams.cli import main
 from streams.jetstream import close_all_clients

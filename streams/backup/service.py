@@ -151,7 +151,7 @@ class VerifyReport:
 async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progress | None = None) -> VerifyReport:
     """Restore the backup into a scratch local nats-server (never the live one) and compare what the
     server rebuilt with backup.json's state."""
-    from components.local_server import local_layout, start_server
+    from streams.local.server import local_layout, start_server
     from components.settings import load_settings
 
     meta = store.read_meta(ref)

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from components.connection import connection_details, external_urls
-from components.local_server import LocalServerError, WorkdirLock, local_layout, start_server
+from streams.local.server import LocalServerError, WorkdirLock, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
 from streams.catalog import CatalogError, load_catalog
@@ -83,7 +83,7 @@ def run(args) -> int:
 
 
 def _serve(args, settings, catalog, layout, workdir: Path) -> int:
-    from streams.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
+    from streams.local.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
     from streams.jetstream import close_all_clients
 
     server = start_server(settings, layout, workdir)
