@@ -5,7 +5,7 @@ Settings -> components -> outputs. Nothing else lives here.
 import pulumi
 
 from components.backup_job import backup_stream_warnings, backup_streams
-from components.connection import connection_details
+from components.outputs import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
 from components.settings import SettingsError, backup_credentials_warning, load_settings
 from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,

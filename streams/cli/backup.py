@@ -34,7 +34,7 @@ def default_server() -> str:
     """NATS_URL, else the homelab stack's load balancer address."""
     if os.environ.get("NATS_URL"):
         return os.environ["NATS_URL"]
-    from components.connection import connection_details
+    from components.outputs import connection_details
     from components.settings import load_settings
     from streams.cli.dev import read_stack_file
     details = connection_details(load_settings(read_stack_file("homelab")))

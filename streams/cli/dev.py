@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from components.connection import connection_details, external_urls
+from components.outputs import connection_details, external_urls
 from streams.local.server import LocalServerError, WorkdirLock, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
