@@ -207,9 +207,13 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
+def _as_text(value: Any) -> Any:
+    """A whole number as text: Pulumi hands scalars over as text, and `"1234"` decodes as a number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _str(value: Any, key: str, pattern: re.Pattern[str], what: str) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # Pulumi hands scalars over as text and `"1234"` decodes as a number
+    value = _as_text(value)
     if not isinstance(value, str) or not pattern.match(value):
         raise SettingsError(f"{config_key(key)}: {value!r} is not {what}")
     return value
@@ -438,8 +442,7 @@ def _bucket(value: Any) -> str:
 
 def _prefix(value: Any) -> str:
     key = config_key("backups.prefix")
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    value = _as_text(value)
     if not isinstance(value, str):
         raise SettingsError(f"{key}: expected a folder-like key prefix such as \"nats\", got {value!r}")
     prefix = value.strip("/")

@@ -33,6 +33,38 @@ POINT_ELSEWHERE = ("To use another server, pass --server (and --monitor for chec
                    "outside the LAN, `kubectl port-forward -n nats svc/nats 4222 8222`")
 
 
+class CannotConnect(RuntimeError):
+    """A command-line tool could not connect; the message says why and what to do (no password in it)."""
+
+
+async def connect_once(server: str, timeout: float = 15.0):
+    """The command-line tools' connection: one attempt, no reconnects, quiet, and a failure in words."""
+    import asyncio
+
+    import nats
+
+    from components.settings import redact_url
+    try:
+        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
+                                                   error_cb=quiet_error_cb), timeout)
+    except Exception as exc:
+        if is_auth_error(exc):
+            raise CannotConnect(f"NATS at {redact_url(server)} refused the credentials ({exc}); check the user and "
+                                "password in the URL (nats://USER:PASSWORD@HOST:4222)") from None
+        raise CannotConnect(f"cannot connect to NATS at {redact_url(server)}: {type(exc).__name__}"
+                            f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}") from None
+
+
+async def close_quietly(nc) -> None:
+    """Close a connection whose server may already be gone (nats-py then raises from close)."""
+    import nats.errors
+
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error):
+        pass
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     url: str | None
@@ -101,11 +133,10 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
         ready = parse_duration(timeout) / 1e9 if timeout is not None else DEFAULT_READY_TIMEOUT
     except UnitError as exc:
         raise SettingsError(f"{config_key('natsReadyTimeout')}: {exc}") from None
-    if env.get("NATS_URL") or value("natsUrl"):
-        if env.get("NATS_URL"):
-            url, source = env["NATS_URL"], "the NATS_URL environment variable"
-        else:
-            url, source = str(value("natsUrl")), config_key("natsUrl")
+    configured_url = value("natsUrl")
+    if env.get("NATS_URL") or configured_url:
+        url, source = ((env["NATS_URL"], "the NATS_URL environment variable") if env.get("NATS_URL")
+                       else (str(configured_url), config_key("natsUrl")))
         problem = nats_url_problem(url)
         if problem:
             raise SettingsError(f"{source}: {problem}")

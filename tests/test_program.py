@@ -4,7 +4,6 @@ import json
 import pulumi
 import pytest
 
-from components.settings import SettingsError
 from tests.pulumi_harness import TEST_SECRETS, as_manifest, encode_config, is_secret, run_program, stack_config
 
 SS = "kubernetes:apps/v1:StatefulSet"

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import nats
-import pytest
 
 from components import manifests
 from streams.local.server import free_port, start_server

@@ -54,7 +54,8 @@ class FolderStore:
         for folder in (self.root, self.root / stream):
             if (folder / META_NAME).is_file() and (folder / DATA_NAME).is_file():
                 ref = BackupRef(stream, str(folder), (folder / DATA_NAME).stat().st_size)
-                return BackupRef(stream, str(folder), ref.size, **order_key_from_meta(self.read_meta(ref)))
+                self.read_meta(ref)  # a backup.json that is not a backup's fails here, naming the file
+                return ref
         raise StoreError(f"no backup of {stream!r} in {self.root}: expected {self.root}/{META_NAME} and "
                          f"{DATA_NAME} (as `nats stream backup {stream} {self.root}` writes them) or "
                          f"{self.root}/{stream}/…")

@@ -16,7 +16,6 @@ Bytes are streamed: a backup is never held whole in memory.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import secrets

@@ -17,6 +17,7 @@ import nats.errors
 
 from streams.backup.s3 import BackupRef, BackupStore, new_backup_id
 from streams.backup.snapshot import SnapshotError, restore, snapshot
+from streams.connection import close_quietly
 
 Progress = Callable[[int], None]
 
@@ -36,14 +37,6 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-
-
-async def close_quietly(nc) -> None:
-    """Close a connection whose server may already be gone (nats-py then raises from close)."""
-    try:
-        await nc.close()
-    except (OSError, nats.errors.Error):
-        pass
 
 
 async def stream_info(nc, name: str) -> dict | None:

@@ -16,14 +16,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-import nats
 from tqdm import tqdm
 
-from components.settings import redact_url
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
-from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
-from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, close_quietly, plan_prune,
+from streams.connection import CannotConnect, close_quietly, connect_once
+from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
 
@@ -121,7 +119,8 @@ class _Stop:
     next progress callback raise, in case a cancellation gets lost), so that cleanup runs and the command
     exits 128 + the signal number without a traceback."""
 
-    def __init__(self):
+    def __init__(self, what: str):
+        self.what = what   # what the stop leaves behind, said after "stopped by SIGxxx: "
         self.signum: int | None = None
         self.task: asyncio.Task | None = None
 
@@ -162,8 +161,6 @@ class _Stop:
             return 128 + self.signum
         return code
 
-    what = "nothing was kept"
-
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
@@ -187,25 +184,17 @@ def cmd_backup(args) -> int:
     except StoreError as exc:
         _fail(str(exc))
         return FAILED
-    stop = _Stop()
-    stop.what = ("the backup in progress was abandoned and nothing of it kept (its multipart upload aborted, or "
+    stop = _Stop("the backup in progress was abandoned and nothing of it kept (its multipart upload aborted, or "
                  "its files removed; no backup.json written)")
     return stop.run(lambda: _backup_all(args, store, stop))
 
 
 async def _connect(args):
     """The NATS connection for a command, or None after saying why (fail fast: no reconnects)."""
-    server = args.server or default_server()
     try:
-        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
-                                                   error_cb=quiet_error_cb), 15)
-    except Exception as exc:
-        if is_auth_error(exc):
-            _fail(f"NATS at {redact_url(server)} refused the credentials ({exc}); check the user and password in "
-                  "the URL (nats://USER:PASSWORD@HOST:4222)")
-            return None
-        _fail(f"cannot connect to NATS at {redact_url(server)}: {type(exc).__name__}"
-              f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}")
+        return await connect_once(args.server or default_server())
+    except CannotConnect as exc:
+        _fail(str(exc))
         return None
 
 
@@ -264,8 +253,7 @@ def cmd_restore(args) -> int:
     finally:
         _warn_skipped(store)
 
-    stop = _Stop()
-    stop.what = f"the partly restored stream {args.as_name or args.stream!r} was removed"
+    stop = _Stop(f"the partly restored stream {args.as_name or args.stream!r} was removed")
 
     async def go() -> int:
         nc = await _connect(args)

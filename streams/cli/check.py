@@ -19,11 +19,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
-import nats
 
 from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
 from streams.catalog import CatalogError, StreamSpec
-from streams.connection import POINT_ELSEWHERE, is_auth_error, quiet_error_cb
+from streams.connection import POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once
 from streams.cli.dev import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
@@ -154,17 +153,12 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     if not usable:
         return findings  # nothing further can be checked without a reachable server with JetStream
     try:
-        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
-                                                 error_cb=quiet_error_cb), 10)
-    except Exception as exc:
-        if is_auth_error(exc):
-            return findings + [Finding(FAIL, "server", f"NATS at {redact_url(server)} refused the credentials ({exc}); "
-                                                       "check the user and password in the URL")]
-        return findings + [Finding(FAIL, "server", f"cannot connect to {redact_url(server)}: {exc}. {POINT_ELSEWHERE}")]
+        nc = await connect_once(server, timeout=10)
+    except CannotConnect as exc:
+        return findings + [Finding(FAIL, "server", str(exc))]
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
     finally:
-        from streams.backup.service import close_quietly
         await close_quietly(nc)
     return findings
 
