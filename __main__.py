@@ -4,12 +4,13 @@ Settings -> components -> outputs. Nothing else lives here.
 """
 import pulumi
 
+from components.auth import plan_users
 from components.backup_job import backup_stream_warnings, backup_streams
 from components.outputs import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
 from components.settings import SettingsError, backup_credentials_warning, load_settings
 from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,
-                                     read_backup_credentials, read_stack_config)
+                                     read_admin_password, read_backup_credentials, read_stack_config)
 from streams.catalog import CatalogError, catalog_warnings, load_catalog
 from streams.resources import declare_catalog
 
@@ -19,6 +20,8 @@ try:
     catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas,
                            store_limits=settings.jetstream.store_limits)
     stream_warnings = backup_stream_warnings(settings, catalog)
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
+    admin_password = read_admin_password() if settings.auth.enabled else None
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
 credentials_warning = backup_credentials_warning(settings, present_backup_keys())
@@ -26,11 +29,12 @@ for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *c
                 *stream_warnings, *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 
-nats = NatsDeployment("nats", NatsDeploymentArgs(settings=settings))
+nats = NatsDeployment("nats", NatsDeploymentArgs(settings, users, admin_password,
+                                                {u.name: u.namespace for u in settings.auth.users}))
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 if settings.backups.enabled and credentials_warning is None:
     NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog), read_backup_credentials()),
                   pulumi.ResourceOptions(depends_on=[nats.namespace]))
 
-for key, value in connection_details(settings).items():
+for key, value in connection_details(settings, users).items():
     pulumi.export(key, value)

@@ -31,14 +31,15 @@ BACKUP_DIR = "/backup"
 SECRET_NAME = "nats-backup-s3"
 S3_ALIAS = "backup"
 
-# POSIX sh (busybox in nats-box). Environment: STREAMS, BACKUP_DIR, NATS_URL.
+# POSIX sh (busybox in nats-box). Environment: STREAMS, BACKUP_DIR, NATS_URL; with auth on also NATS_USER and
+# NATS_PASSWORD (read by the nats CLI itself: natscli v0.4.0 nats/main.go) and NATS_INBOX_PREFIX (a flag there).
 SNAPSHOT_SCRIPT = r"""set -u
 # This run's backup id: the UTC time and a random suffix, so that no two runs share a folder.
 echo "$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" > "$BACKUP_DIR/ID"
 date -u +%s > "$BACKUP_DIR/NOW"
 : > "$BACKUP_DIR/FAILED"
 for stream in $STREAMS; do
-  if nats stream backup "$stream" "$BACKUP_DIR/streams/$stream"; then
+  if nats ${NATS_INBOX_PREFIX:+--inbox-prefix "$NATS_INBOX_PREFIX"} stream backup "$stream" "$BACKUP_DIR/streams/$stream"; then
     echo "snapshot of $stream done"
   else
     echo "snapshot of $stream FAILED" >&2
@@ -178,6 +179,16 @@ def credentials_secret(settings: Settings) -> dict:
             "type": "Opaque"}
 
 
+def _nats_login(settings: Settings) -> list[dict]:
+    """With auth on, the snapshot container logs in as the backup user, from that user's Secret."""
+    from components.auth import BACKUP, inbox_prefix, secret_name
+
+    if not settings.auth.enabled:
+        return []
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(BACKUP), "key": k}}}
+            for k in ("NATS_USER", "NATS_PASSWORD")] + [{"name": "NATS_INBOX_PREFIX", "value": inbox_prefix(BACKUP)}]
+
+
 def cron_job(settings: Settings, streams: list[str]) -> dict:
     b = settings.backups
     uid = settings.fs_group
@@ -216,7 +227,7 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                             "env": [{"name": "NATS_URL", "value": manifests.in_cluster_url(settings)},
                                     {"name": "STREAMS", "value": " ".join(streams)},
                                     {"name": "BACKUP_DIR", "value": BACKUP_DIR},
-                                    {"name": "HOME", "value": "/tmp"}],
+                                    {"name": "HOME", "value": "/tmp"}] + _nats_login(settings),
                             "resources": resources, "volumeMounts": mounts, "securityContext": _RESTRICTED,
                         }],
                         "containers": [{

@@ -1,7 +1,8 @@
 """NatsDeployment: the whole NATS-on-Kubernetes deployment as one Pulumi component.
 
-Children: the namespace, the NATS server (ConfigMap, StatefulSet, Services, PodDisruptionBudget),
-nats-box (Deployment + contexts Secret) and, when enabled, the Longhorn snapshot RecurringJob.
+Children: the namespace, the users when auth is on (generated passwords, the server's auth Secret, one
+Secret per user), the NATS server (ConfigMap, StatefulSet, Services, PodDisruptionBudget), nats-box
+(Deployment + contexts Secret) and, when enabled, the Longhorn snapshot RecurringJob.
 All specs come from `components.manifests`; this file only wires them into Pulumi.
 """
 from __future__ import annotations
@@ -12,13 +13,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import backup_job, manifests
+from components.auth import ServerUser, render_auth_conf
 from components.kube import declare
+from components.nats_conf import AUTH_FILE
 from components.settings import Settings
 
 
 @dataclass
 class NatsDeploymentArgs:
     settings: Settings
+    users: tuple[ServerUser, ...] = ()                 # components.auth.plan_users; empty when auth is off
+    admin_password: pulumi.Input[str] | None = None    # homelab-nats:natsPassword, when auth is on
+    user_namespaces: dict | None = None                # user name -> the namespace of its Secret
 
 
 class NatsDeployment(pulumi.ComponentResource):
@@ -33,8 +39,14 @@ class NatsDeployment(pulumi.ComponentResource):
         self.namespace = declare(k8s.core.v1.Namespace, f"{name}-namespace", manifests.namespace(s),
                                  pulumi.ResourceOptions(parent=self, retain_on_delete=True))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
-        self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), in_ns)
-        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s),
+        self.users = None
+        server_opts = in_ns
+        if s.auth.enabled:
+            self.users = NatsUsers(f"{name}-users", NatsUsersArgs(s, args.users, args.admin_password,
+                                                                  args.user_namespaces or {}), in_ns)
+            server_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.users.auth_secret])
+        self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), server_opts)
+        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, admin_password=args.admin_password),
                                 pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
         self.volume_snapshots = None
         self.claim_labels = []
@@ -85,8 +97,46 @@ class NatsServer(pulumi.ComponentResource):
 
 
 @dataclass
+class NatsUsersArgs:
+    settings: Settings
+    users: tuple[ServerUser, ...]
+    admin_password: pulumi.Input[str]
+    user_namespaces: dict
+
+
+class NatsUsers(pulumi.ComponentResource):
+    """The NATS users: a generated password per user (the admin's is homelab-nats:natsPassword), the Secret the
+    server includes (users, passwords, permissions) and, for every user but the admin, a Secret a workload mounts.
+    Every password stays a secret: in the state, the Secrets and the outputs."""
+
+    def __init__(self, name: str, args: NatsUsersArgs, opts: pulumi.ResourceOptions | None = None):
+        import pulumi_random
+
+        super().__init__("homelab-nats:index:NatsUsers", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        passwords: dict[str, pulumi.Output] = {s.admin_user: pulumi.Output.secret(args.admin_password)}
+        self.user_secrets = {}
+        for user in args.users:
+            if user.name == s.admin_user:
+                continue
+            # Letters and digits only: a password that goes into URLs and shells without quoting.
+            passwords[user.name] = pulumi_random.RandomPassword(
+                f"{name}-{user.name}-password", length=32, special=False, opts=child).result
+            secret = manifests.user_secret(s, user, args.user_namespaces.get(user.name))
+            secret["stringData"] = {**secret["stringData"], "NATS_PASSWORD": pulumi.Output.secret(passwords[user.name])}
+            self.user_secrets[user.name] = declare(k8s.core.v1.Secret, f"{name}-{user.name}", secret, child)
+        users = args.users
+        content = pulumi.Output.all(**passwords).apply(lambda pw: render_auth_conf(users, pw))
+        self.auth_secret = declare(k8s.core.v1.Secret, f"{name}-auth", {
+            **manifests.auth_secret(s), "stringData": {AUTH_FILE: pulumi.Output.secret(content)}}, child)
+        self.register_outputs({"authSecret": self.auth_secret.metadata["name"]})
+
+
+@dataclass
 class NatsBoxArgs:
     settings: Settings
+    admin_password: pulumi.Input[str] | None = None
 
 
 class NatsBox(pulumi.ComponentResource):
@@ -95,8 +145,11 @@ class NatsBox(pulumi.ComponentResource):
     def __init__(self, name: str, args: NatsBoxArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("homelab-nats:index:NatsBox", name, None, opts)
         s = args.settings
-        self.contexts = declare(k8s.core.v1.Secret, f"{name}-contexts", manifests.nats_box_contexts_secret(s),
-                                pulumi.ResourceOptions(parent=self))
+        contexts = manifests.nats_box_contexts_secret(s)
+        if s.auth.enabled:
+            contexts["stringData"] = {"default.json": pulumi.Output.secret(args.admin_password).apply(
+                lambda password: manifests.nats_box_context(s, password))}
+        self.contexts = declare(k8s.core.v1.Secret, f"{name}-contexts", contexts, pulumi.ResourceOptions(parent=self))
         self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment", manifests.nats_box_deployment(s),
                                   pulumi.ResourceOptions(parent=self, depends_on=[self.contexts]))
         self.register_outputs({"deployment": self.deployment.metadata["name"]})

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.nats_conf import (CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
+from components.auth import ServerUser, secret_name
+from components.nats_conf import (AUTH_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
                                   render_nats_conf, restart_checksum)
 from components.settings import Settings
 
@@ -19,6 +20,7 @@ HEADLESS_SERVICE = "nats-headless"
 JS_VOLUME = "nats-js"
 NATS_BOX = "nats-box"
 NATS_BOX_CONTEXTS = "nats-box-contexts"
+AUTH_SECRET = "nats-auth"
 RESTART_ANNOTATION = "homelab-nats/restart-checksum"
 LONGHORN_GROUP_LABEL = "recurring-job-group.longhorn.io/{group}"
 LONGHORN_NAMESPACE = "longhorn-system"
@@ -83,7 +85,7 @@ def _nats_container(settings: Settings) -> dict:
                       "requests": {"cpu": r.cpu_request.text, "memory": r.memory_request.text}},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR},
                          {"name": "pid", "mountPath": PID_DIR},
-                         {"name": JS_VOLUME, "mountPath": settings.jetstream.store_dir}],
+                         {"name": JS_VOLUME, "mountPath": settings.jetstream.store_dir}] + _auth_mounts(settings),
         # Plain /healthz at startup waits for JetStream to recover; readiness must not depend on every
         # stream and consumer being healthy (one broken consumer would keep the pod unready forever).
         "startupProbe": _probe(settings, "/healthz", 10, 90),
@@ -94,6 +96,10 @@ def _nats_container(settings: Settings) -> dict:
     }
 
 
+def _auth_mounts(settings: Settings) -> list[dict]:
+    return [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}] if settings.auth.enabled else []
+
+
 def _reloader_container(settings: Settings) -> dict:
     return {
         "name": "reloader",
@@ -101,7 +107,9 @@ def _reloader_container(settings: Settings) -> dict:
         "imagePullPolicy": "IfNotPresent",
         "args": ["-pid", PID_FILE, "-config", CONFIG_FILE],
         "resources": {"limits": {"cpu": "50m", "memory": "32Mi"}, "requests": {"cpu": "10m", "memory": "16Mi"}},
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}, {"name": "pid", "mountPath": PID_DIR}],
+        # The reloader reads nats.conf's includes to watch them, so it mounts the auth Secret as well.
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}, {"name": "pid", "mountPath": PID_DIR}]
+        + _auth_mounts(settings),
         "securityContext": _RESTRICTED_CONTAINER,
     }
 
@@ -184,7 +192,9 @@ def stateful_set(settings: Settings) -> dict:
                     "containers": [_nats_container(settings), _reloader_container(settings),
                                    _exporter_container(settings)],
                     "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}},
-                                {"name": "pid", "emptyDir": {}}],
+                                {"name": "pid", "emptyDir": {}}]
+                    + ([{"name": "auth", "secret": {"secretName": AUTH_SECRET, "defaultMode": 0o440}}]
+                       if settings.auth.enabled else []),
                 },
             },
             "volumeClaimTemplates": [{
@@ -278,10 +288,36 @@ def cluster_dns_url(settings: Settings) -> str:
     return f"nats://{NAME}.{settings.namespace}.svc.cluster.local:{settings.ports.client}"
 
 
-def nats_box_contexts_secret(settings: Settings) -> dict:
+def nats_box_context(settings: Settings, password: str | None = None) -> str:
+    """The nats CLI context inside nats-box (natscli context JSON: url, user, password). With auth on it logs in
+    as the admin user; the Secret holding it is then a secret in Pulumi's state too."""
     context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
+    if settings.auth.enabled:
+        context.update(user=settings.admin_user, password=password or "")
+    return json.dumps(context, indent=2) + "\n"
+
+
+def nats_box_contexts_secret(settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, NATS_BOX_CONTEXTS, "nats-box"),
-            "type": "Opaque", "stringData": {"default.json": json.dumps(context, indent=2) + "\n"}}
+            "type": "Opaque", "stringData": {"default.json": nats_box_context(settings)}}
+
+
+def auth_secret(settings: Settings) -> dict:
+    """The Secret nats.conf includes (components/auth.py render_auth_conf); its content is filled by the component."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, AUTH_SECRET, "nats"), "type": "Opaque"}
+
+
+def user_secret(settings: Settings, user: ServerUser, namespace: str | None = None) -> dict:
+    """What a workload mounts to connect as `user`: NATS_URL (no password in it), NATS_USER, NATS_INBOX_PREFIX
+    and NATS_PASSWORD (filled by the component). The names are the nats CLI's environment variables
+    (natscli nats/main.go); the inbox prefix is a flag there (--inbox-prefix)."""
+    ns = namespace or settings.namespace
+    data = {"NATS_URL": cluster_dns_url(settings), "NATS_USER": user.name}
+    if user.inbox_prefix:
+        data["NATS_INBOX_PREFIX"] = user.inbox_prefix
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret_name(user.name), "namespace": ns, "labels": common_labels("auth")},
+            "type": "Opaque", "stringData": data}
 
 
 NATS_BOX_CONFIG_HOME = "/etc/nats-box"

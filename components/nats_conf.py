@@ -14,6 +14,11 @@ CONFIG_DIR = "/etc/nats-config"
 CONFIG_FILE = f"{CONFIG_DIR}/nats.conf"
 PID_DIR = "/var/run/nats"
 PID_FILE = f"{PID_DIR}/nats.pid"
+# The users, passwords and permissions (components/auth.py render_auth_conf) come from a Secret mounted here,
+# included by nats.conf: the ConfigMap holds no secret. The config reloader watches included files too
+# (nats-io/nack pkg/natsreloader/natsreloader.go getIncludePaths, since v0.14.4), so a change reloads.
+AUTH_DIR = "/etc/nats-auth"
+AUTH_FILE = "auth.conf"
 
 # Options nats-server cannot change on a config reload (server/reload.go refuses store_dir and the
 # JetStream limits; listen addresses and the server name are read once at start). A change to any of
@@ -31,6 +36,8 @@ class ConfLayout:
     pid_file: str
     # A literal name, or None to take it from the SERVER_NAME environment variable (the pod name).
     server_name: str | None = None
+    # The auth file, relative to nats.conf's folder (the server resolves includes that way: conf/parse.go).
+    auth_include: str = f"../{AUTH_DIR.rsplit('/', 1)[-1]}/{AUTH_FILE}"
 
 
 def cluster_layout(settings: Settings) -> ConfLayout:
@@ -71,6 +78,9 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     for key, value in opts.items():
         if key != "jetstream":
             lines.append(f"{key}: {_value(value)}")
+    if settings.auth.enabled:
+        lines += ["# Users, passwords and permissions: a Secret (components/auth.py). Reloaded when it changes.",
+                  f"include {json.dumps(layout.auth_include)}"]
     lines += [
         "jetstream {",
         f"  # data lands in {js['store_dir'].rstrip('/')}/jetstream",

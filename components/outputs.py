@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from components import manifests
-from components.settings import Settings
+from components.settings import Settings, config_key
 
 
-def connection_details(settings: Settings) -> dict:
-    """Addresses users and tools need. External URLs are present only when the load balancer is on."""
+def connection_details(settings: Settings, users=()) -> dict:
+    """Addresses users and tools need. External URLs are present only when the load balancer is on. With auth
+    on, `users` lists each user's Secret, inbox prefix and permissions (never a password): the permissions live
+    in a Secret, so this output is where `pulumi preview` shows them change."""
     ns = settings.namespace
     details = {
         "namespace": ns,
@@ -22,6 +24,8 @@ def connection_details(settings: Settings) -> dict:
             "storageClass": settings.jetstream.storage_class,
         },
     }
+    if settings.auth.enabled:
+        details["users"] = {u.name: users_entry(settings, u) for u in users}
     if settings.load_balancer.enabled:
         details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring))
     return details
@@ -38,3 +42,13 @@ def external_urls(host: str, client_port: int, monitoring_port: int) -> dict:
         "varzUrl": f"{monitor}/varz",
         "jszUrl": f"{monitor}/jsz",
     }
+
+
+def users_entry(settings: Settings, user) -> dict:
+    from components.auth import secret_name
+
+    if user.permissions is None:
+        return {"permissions": "all", "password": f"the {config_key('natsPassword')} secret"}
+    namespace = next((u.namespace for u in settings.auth.users if u.name == user.name), None) or settings.namespace
+    return {"secret": f"{namespace}/{secret_name(user.name)}", "inboxPrefix": user.inbox_prefix,
+            "permissions": user.permissions}

@@ -159,6 +159,8 @@ class Settings:
     volume_snapshots: VolumeSnapshots
     backups: Backups = field(default_factory=Backups)
     monitoring: Monitoring = field(default_factory=Monitoring)
+    auth: Any = None            # components.auth.Auth (users and permissions; off unless enabled)
+    admin_user: str = "admin"   # the provider's and nats-box's user when auth is on (homelab-nats:natsUser)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -168,7 +170,7 @@ class Settings:
 
 BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring") + CATALOG_KEYS + BACKUP_SECRET_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -510,6 +512,12 @@ def backup_credentials_warning(settings: Settings, present: set[str] | frozenset
 
 def _warnings(s: Settings) -> tuple[str, ...]:
     warnings = []
+    if s.load_balancer.enabled and not (s.auth and s.auth.enabled):
+        warnings.append(
+            f"the load balancer exposes NATS at {s.load_balancer.ip}:{s.ports.client} without authentication: anyone "
+            "on the network can publish anywhere, read every stream and delete streams and consumers. Turn on "
+            f"{config_key('auth.enabled')} (users and least-privilege permissions from the catalog; see the README, "
+            "\"Users and permissions\")")
     if s.jetstream.memory_store.value >= s.resources.memory_limit.value:
         warnings.append(
             f"{config_key('jetstream.memoryStore')} ({s.jetstream.memory_store.text}) is not below the "
@@ -574,6 +582,19 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         backups=_backups(raw),
         monitoring=_monitoring(raw),
     )
+    from components.auth import parse_auth
+
+    admin_user = _as_text(raw.get("natsUser")) or "admin"
+    auth = parse_auth(raw.get("auth"), admin=str(admin_user))
+    if auth.enabled:
+        if not isinstance(admin_user, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", admin_user):
+            raise SettingsError(f"{config_key('natsUser')}: {admin_user!r} is the admin user's name when auth is on; "
+                                "use lowercase letters, digits and '-' (default admin)")
+        other = [k for k in ("natsToken", "natsCredentials", "natsNkeySeed") if raw.get(k) is not None]
+        if other:
+            raise SettingsError(f"{config_key(other[0])}: with {config_key('auth.enabled')} the provider logs in as "
+                                f"the admin user with {config_key('natsPassword')}; remove {config_key(other[0])}")
+    settings = Settings(**{**settings.__dict__, "auth": auth, "admin_user": admin_user})
     nats_url = raw.get("natsUrl")
     if nats_url is not None and nats_url_problem(nats_url):
         raise SettingsError(f"{config_key('natsUrl')}: {nats_url_problem(nats_url)}")

@@ -115,3 +115,18 @@ def present_backup_keys() -> set[str]:
 
     config = pulumi.Config(PROJECT)
     return {key for key in BACKUP_SECRET_KEYS if config.get(key) is not None}
+
+
+def read_admin_password():
+    """The admin user's password (homelab-nats:natsPassword, a secret) when auth is on; the provider logs in with
+    the same key. Refused in words when missing: the server would have an admin no one can log in as."""
+    import pulumi
+
+    from components.settings import SettingsError, config_key
+
+    password = pulumi.Config(PROJECT).get_secret("natsPassword")
+    if password is None:
+        raise SettingsError(f"{config_key('auth.enabled')} is true but {config_key('natsPassword')} is not set: it is "
+                            "the admin user's password (the stream provider and nats-box log in with it). Set it with "
+                            "`pulumi config set --secret natsPassword <password>` (e.g. from `openssl rand -hex 24`)")
+    return password

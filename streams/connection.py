@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,20 +38,59 @@ class CannotConnect(RuntimeError):
     """A command-line tool could not connect; the message says why and what to do (no password in it)."""
 
 
+def login_from_environment(environ: dict | None = None) -> dict:
+    """nats.connect options from NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX: the keys of a user's Secret
+    (components/manifests.py user_secret), the first two named as the nats CLI reads them."""
+    env = os.environ if environ is None else environ
+    opts: dict[str, Any] = {}
+    if env.get("NATS_USER"):
+        opts.update(user=env["NATS_USER"], password=env.get("NATS_PASSWORD", ""))
+    if env.get("NATS_INBOX_PREFIX"):
+        opts["inbox_prefix"] = env["NATS_INBOX_PREFIX"]
+    return opts
+
+
+# Permission refusals the server sent each command-line connection. A refused publish is never answered, so the
+# request only times out; these say why.
+_REFUSALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def refusals(nc) -> list[str]:
+    return _REFUSALS.get(nc, []) if nc is not None else []
+
+
+def describe_failure(nc, exc: BaseException) -> str:
+    """Words for a failed NATS request: the server's permission refusal when there was one, else the error."""
+    refused = refusals(nc)
+    if refused:
+        user = os.environ.get("NATS_USER") or "this user"
+        return (f"the server refused it ({refused[-1]}): {user}'s permissions do not allow this; log in as a user "
+                "whose do (the stack output `users` lists each user's permissions)")
+    return f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}"
+
+
 async def connect_once(server: str, timeout: float = 15.0):
-    """The command-line tools' connection: one attempt, no reconnects, quiet, and a failure in words."""
+    """The command-line tools' connection: one attempt, no reconnects, quiet, and a failure in words. The login
+    is in the URL or in the environment (`login_from_environment`)."""
     import asyncio
 
     import nats
 
     from components.settings import redact_url
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            refused.append(str(exc).removeprefix("nats: "))
     try:
-        return await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
-                                                   error_cb=quiet_error_cb), timeout)
+        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
+                                                 error_cb=on_error, **login_from_environment()), timeout)
+        _REFUSALS[nc] = refused
+        return nc
     except Exception as exc:
         if is_auth_error(exc):
             raise CannotConnect(f"NATS at {redact_url(server)} refused the credentials ({exc}); check the user and "
-                                "password in the URL (nats://USER:PASSWORD@HOST:4222)") from None
+                                "password (NATS_USER and NATS_PASSWORD, or nats://USER:PASSWORD@HOST:4222)") from None
         raise CannotConnect(f"cannot connect to NATS at {redact_url(server)}: {type(exc).__name__}"
                             f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}") from None
 
@@ -146,10 +186,14 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
         url = f"nats://{lb.ip}:{settings.ports.client}" if lb.enabled else None
         source = f"the load balancer address ({config_key('loadBalancer.ip')})"
     password, token = value("natsPassword"), value("natsToken")
-    if value("natsUser") and token:
+    user = value("natsUser")
+    auth = value("auth")
+    if user is None and isinstance(auth, dict) and auth.get("enabled") is True:
+        user = "admin"  # the admin user components/auth.py makes, with natsPassword
+    if user and token:
         raise SettingsError(f"{config_key('natsToken')}: give a user and password or a token, not both")
     return ConnectionSettings(
-        url=url, url_source=source, user=value("natsUser"), password=None if password is None else str(password),
+        url=url, url_source=source, user=None if user is None else str(user), password=None if password is None else str(password),
         token=None if token is None else str(token), credentials=value("natsCredentials"),
         nkey_seed=value("natsNkeySeed"), tls_ca=tls.get("ca"), tls_cert=tls.get("cert"), tls_key=tls.get("key"),
         ready_timeout=ready)

@@ -37,14 +37,15 @@ def test_homelab_stack_file_gives_the_defaults():
     assert homelab.backups.enabled and homelab.backups.schedule == "0 3 * * *"
 
 
-def test_guide_numbers_warn_about_oom():
-    [warning] = load_settings({}).warnings
-    assert "homelab-nats:jetstream.memoryStore" in warning and "OOM" in warning and "512Mi" in warning
+def test_guide_numbers_warn_about_oom_and_an_open_load_balancer():
+    open_lb, oom = load_settings({}).warnings
+    assert "homelab-nats:jetstream.memoryStore" in oom and "OOM" in oom and "512Mi" in oom
+    assert "10.0.0.248:4222 without authentication" in open_lb and "homelab-nats:auth.enabled" in open_lb
 
 
-def test_no_warning_when_memory_store_fits():
-    s = load_settings({"jetstream": {"memoryStore": "256Mi"}})
-    assert s.warnings == ()
+def test_no_warning_when_memory_store_fits_and_nothing_is_exposed_unauthenticated():
+    assert load_settings({"jetstream": {"memoryStore": "256Mi"}, "loadBalancer": {"ip": None}}).warnings == ()
+    assert load_settings({"jetstream": {"memoryStore": "256Mi"}, "auth": {"enabled": True}}).warnings == ()
 
 
 @pytest.mark.parametrize("limit, derived", [("512Mi", "450MiB"), ("1Gi", "901MiB"), ("2Gi", "1802MiB")])

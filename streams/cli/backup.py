@@ -16,11 +16,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import nats.errors
 from tqdm import tqdm
 
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
-from streams.connection import CannotConnect, close_quietly, connect_once
+from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
@@ -208,7 +209,12 @@ async def _backup_all(args, store: BackupStore, stop: _Stop) -> int:
         if args.all:
             names += [n for n in await stream_names(nc) if n not in names]
         for name in names:
-            info = await stream_info(nc, name)
+            try:
+                info = await stream_info(nc, name)
+            except Exception as exc:
+                _fail(f"backup of {name!r} failed: {describe_failure(nc, exc)}")
+                status = FAILED
+                continue
             total = info["state"].get("bytes") if info else None
             with _bar(f"backup {name}", total) as bar:
                 try:
@@ -216,8 +222,12 @@ async def _backup_all(args, store: BackupStore, stop: _Stop) -> int:
                 except MemoryStreamSkipped as exc:
                     print(f"skipped: {exc}")
                     continue
-                except (BackupError, StoreError, Exception) as exc:
+                except (BackupError, StoreError) as exc:
                     _fail(f"backup of {name!r} failed: {exc}")
+                    status = FAILED
+                    continue
+                except Exception as exc:
+                    _fail(f"backup of {name!r} failed: {describe_failure(nc, exc)}")
                     status = FAILED
                     continue
             print(f"{store.url(ref)} ({ref.size} bytes)")
@@ -265,6 +275,9 @@ def cmd_restore(args) -> int:
                                             progress=stop.progress(bar.update))
         except (BackupError, StoreError) as exc:
             _fail(str(exc))
+            return FAILED
+        except nats.errors.Error as exc:
+            _fail(f"restore of {args.stream!r} failed: {describe_failure(nc, exc)}")
             return FAILED
         finally:
             await close_quietly(nc)

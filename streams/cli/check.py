@@ -19,10 +19,12 @@ import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
+import nats.errors
 
 from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
 from streams.catalog import CatalogError, StreamSpec
-from streams.connection import POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once
+from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
+                                refusals)
 from streams.cli.dev import load_stack, read_stack_file
 from streams.plan import plan_consumer_change, plan_stream_change
 
@@ -122,6 +124,10 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
             found.append(Finding(level, cwhere, f"lag: {pending} pending, {ack_pending} awaiting ack"
                                                 + (f" (above {lag_warn})" if level == WARN else "")))
         if round_trip and info["config"].get("storage") == "file":
+            if refusals(nc):  # the user may not write (one refused probe says it for all: no 10 s wait each)
+                found.append(Finding(WARN, where, "round trip skipped: this user may not publish the probe; a "
+                                                  "read-only user runs check with --no-round-trip"))
+                continue
             found.append(await _round_trip(nc, spec.name, info["config"]))
     return found
 
@@ -134,7 +140,14 @@ async def _round_trip(nc, stream: str, config: dict) -> Finding:
     if config.get("deny_delete") or config.get("sealed"):
         return Finding(WARN, where, "round trip skipped: the stream denies deletes, a probe could not be removed")
     token = uuid.uuid4().hex.encode()
-    ack = json.loads((await nc.request(subject, token, timeout=10, headers={"Nats-Msg-Id": token.decode()})).data)
+    try:
+        reply = await nc.request(subject, token, timeout=10, headers={"Nats-Msg-Id": token.decode()})
+    except nats.errors.TimeoutError as exc:
+        if refusals(nc):  # a read-only user (monitor): the probe is a write it may not make
+            return Finding(WARN, where, f"round trip skipped: {describe_failure(nc, exc)}; a read-only user runs "
+                                        "check with --no-round-trip")
+        return Finding(FAIL, where, f"round trip: no acknowledgement from the stream within 10 s for {subject}")
+    ack = json.loads(reply.data)
     if "error" in ack:
         return Finding(FAIL, where, f"round trip: publish to {subject} refused: {ack['error'].get('description')}")
     seq = ack["seq"]
@@ -158,6 +171,8 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
+    except nats.errors.Error as exc:
+        findings.append(Finding(FAIL, "streams", f"could not read the streams: {describe_failure(nc, exc)}"))
     finally:
         await close_quietly(nc)
     return findings

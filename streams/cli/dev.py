@@ -45,11 +45,16 @@ def read_stack_file(stack: str, root: Path = ROOT, warn=None) -> dict:
 
 
 def load_stack(stack: str, warn=None):
-    """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would."""
+    """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would (users included)."""
+    from components.auth import plan_users
+    from components.backup_job import backup_streams
+
     raw = read_stack_file(stack, warn=warn)
     settings = load_settings(raw)
-    return settings, load_catalog(raw.get("streams"), max_replicas=settings.replicas,
-                                  store_limits=settings.jetstream.store_limits)
+    catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas,
+                           store_limits=settings.jetstream.store_limits)
+    plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
+    return settings, catalog
 
 
 def add_parser(sub) -> None:
@@ -83,14 +88,25 @@ def run(args) -> int:
 
 
 def _serve(args, settings, catalog, layout, workdir: Path) -> int:
+    from dataclasses import replace
+
+    from components.auth import plan_users
+    from components.backup_job import backup_streams
     from streams.local.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
+    from streams.local.users import AUTH_FOLDER, write_local_auth
     from streams.jetstream import close_all_clients
 
+    login = None
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
+    if users:
+        include, passwords = write_local_auth(workdir, users, f"nats://{layout.host}:{layout.client_port}")
+        layout = replace(layout, auth_include=include)
+        login = (settings.admin_user, passwords[settings.admin_user])
     server = start_server(settings, layout, workdir)
     with server:
         try:
-            applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas)
-            leftovers = undeclared(catalog, server.client_url)
+            applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas, login=login)
+            leftovers = undeclared(catalog, server.client_url, login=login)
         except Exception as exc:  # refused data loss, adoption conflicts: say so, stop cleanly
             print(f"error: applying the stream catalog failed: {exc}", file=sys.stderr)
             close_all_clients()
@@ -102,12 +118,18 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
             print(f"applied {item.kind} {item.name}{removed}")
         for line in leftovers:
             print(f"not declared: {line}; make dev leaves it in place")
-        details = {**connection_details(settings), **external_urls(args.host, args.port, args.http_port)}
+        details = {**connection_details(settings, users), **external_urls(args.host, args.port, args.http_port)}
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))
         print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.")
         print("Point `.venv/bin/python -m streams check|backup|restore` (and the nats CLI) at it, in another shell:")
         print(f"  export NATS_URL={server.client_url} NATS_MONITOR_URL={server.monitoring_url}", flush=True)
+        if users:
+            folder = workdir / AUTH_FOLDER
+            print(f"Auth is on, as in the cluster. Log in as a user from its file in {folder} (mode 0600), e.g. the "
+                  f"admin:\n  set -a; . {folder / (settings.admin_user + '.env')}; set +a\n"
+                  f"and the others: {', '.join(u.name + '.env' for u in users if u.name != settings.admin_user)}",
+                  flush=True)
         if not args.once:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -21,16 +21,22 @@ class Applied:
     messages_removed: int = 0   # by a replacement or a lowered limit the declaration opted into
 
 
-def configured_providers(url: str, ready_timeout: str = "60s") -> tuple[StreamProvider, ConsumerProvider]:
-    config = Config({f"{PROJECT}:natsUrl": url, f"{PROJECT}:natsReadyTimeout": ready_timeout}, PROJECT)
+def configured_providers(url: str, ready_timeout: str = "60s", login: tuple[str, str] | None = None
+                         ) -> tuple[StreamProvider, ConsumerProvider]:
+    """Providers configured as the engine would, with the URL and (when auth is on) the admin's user and password."""
+    values = {f"{PROJECT}:natsUrl": url, f"{PROJECT}:natsReadyTimeout": ready_timeout}
+    if login:
+        values.update({f"{PROJECT}:natsUser": login[0], f"{PROJECT}:natsPassword": login[1]})
+    config = Config(values, PROJECT)
     providers = StreamProvider(), ConsumerProvider()
     for p in providers:
         p.configure(ConfigureRequest(config))
     return providers
 
 
-def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers: int = 1) -> list[Applied]:
-    streams, consumers = configured_providers(url)
+def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers: int = 1,
+                  login: tuple[str, str] | None = None) -> list[Applied]:
+    streams, consumers = configured_providers(url, login=login)
     applied = []
     try:  # create validates the declaration as Check does (the specs were validated by load_catalog already)
         for spec in specs:
@@ -44,7 +50,7 @@ def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers:
     return applied
 
 
-def undeclared(specs: tuple[StreamSpec, ...], url: str) -> list[str]:
+def undeclared(specs: tuple[StreamSpec, ...], url: str, login: tuple[str, str] | None = None) -> list[str]:
     """Streams and consumers this project made on the server (marked managed) that the catalog no longer
     declares, each with what `pulumi up` would do with it: delete it, or refuse while it holds data."""
     from streams.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE
@@ -53,7 +59,7 @@ def undeclared(specs: tuple[StreamSpec, ...], url: str) -> list[str]:
     def managed(config: dict) -> bool:
         return (config.get("metadata") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
 
-    streams, _ = configured_providers(url)
+    streams, _ = configured_providers(url, login=login)
     client = streams._client()
     declared = {spec.name: spec for spec in specs}
     report = []

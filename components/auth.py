@@ -1,0 +1,252 @@
+"""Users and least-privilege permissions, generated from what the stack declares (its streams and consumers).
+
+The user declares application users by what they do, not in NATS permission syntax:
+
+    homelab-nats:auth:
+      enabled: true
+      users:
+        iot-devices: {publish: ["sensors.>"]}           # publish, with JetStream acks
+        analytics:   {consume: ["sensors/analytics"]}   # pull and ack one declared consumer
+
+and the project adds the users its own parts need: `admin` (the stream provider, nats-box, restores; its
+name is `homelab-nats:natsUser` when set), `backup` (snapshots of the backed-up streams only) and `monitor`
+(read-only JetStream information, for `python -m streams check`). The Prometheus exporter needs no user: it
+reads the HTTP monitoring port, which nats-server does not authenticate.
+
+Each role is expanded here into the exact subjects it needs. Sources read for them:
+- JetStream API subjects and the ACL groups: nats-io/nats.docs using-nats/jetstream/nats_api_reference.md
+  ("ACLs", "Acknowledging Messages", "Fetching The Next Message From a Pull-based Consumer");
+- a publish-with-ack is a request: nats-py 2.16 `nats/aio/client.py` (`request` subscribes once to
+  `<inbox prefix>.<nuid>.*`), so a publisher needs its inbox and nothing else to receive the ack;
+- a pull fetch: nats-py `js/client.py` (`pull_subscribe_bind`: `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`
+  with a reply on a new inbox; `pull_subscribe` asks `$JS.API.CONSUMER.INFO.<stream>.<consumer>` first); an ack
+  publishes to the message's reply subject `$JS.ACK.<stream>.<consumer>.…`;
+- `nats stream backup` (natscli v0.4.0 in nats-box 0.19.7, cli/stream_command.go backupAction: loadStream, then
+  jsm.go v0.4.1 snapshots.go: `$JS.API.STREAM.SNAPSHOT.<stream>` with a NewRespInbox deliver subject, and a
+  reply to each chunk's `$JS.SNAPSHOT.ACK.<stream>.…`).
+
+Replies come back on inboxes. Every restricted user has its own inbox prefix, `_INBOX_<user>`, and may only
+subscribe below it: with the shared `_INBOX.>` any user could read the messages another user's fetch or
+request receives. Clients set the prefix (nats-py `inbox_prefix=`, nats.go `nats.CustomInboxPrefix`, the nats
+CLI `--inbox-prefix`); each user's Kubernetes Secret carries it as NATS_INBOX_PREFIX.
+
+All users live in the server's global account, where the streams already are: turning auth on strands
+nothing (tests/test_auth.py restarts a server that has data with auth on).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from components.settings import SettingsError, config_key
+
+ADMIN = "admin"
+BACKUP = "backup"
+MONITOR = "monitor"
+BUILT_IN_USERS = (BACKUP, MONITOR)
+# User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
+_USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+_USER_KEYS = ("publish", "consume", "namespace")
+
+MONITOR_SUBJECTS = ("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*",
+                    "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*")
+
+
+@dataclass(frozen=True)
+class AppUser:
+    """An application user as declared: subjects it publishes to, stream/consumer pairs it consumes."""
+    name: str
+    publish: tuple[str, ...] = ()
+    consume: tuple[tuple[str, str], ...] = ()
+    namespace: str | None = None   # where its Secret goes (default: the NATS namespace)
+
+
+@dataclass(frozen=True)
+class Auth:
+    enabled: bool = False
+    users: tuple[AppUser, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerUser:
+    """One user as the server sees it: its name and permissions (None: everything)."""
+    name: str
+    permissions: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def inbox_prefix(self) -> str | None:
+        return None if self.permissions is None else inbox_prefix(self.name)
+
+
+def inbox_prefix(user: str) -> str:
+    return f"_INBOX_{user}"
+
+
+def secret_name(user: str) -> str:
+    return f"nats-user-{user}"
+
+
+def _key(path: str) -> str:
+    return config_key(f"auth.{path}")
+
+
+def _list_of_text(value: Any, key: str, example: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(f"{key}: expected a list such as {example}, got {value!r}")
+    return tuple(value)
+
+
+def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
+    """`homelab-nats:auth` as typed settings. Names and shapes only: what the names refer to is checked against
+    the catalog by `plan_users`."""
+    from streams.subjects import name_problem, subject_problem
+
+    if raw is None:
+        return Auth()
+    if not isinstance(raw, Mapping) or set(raw) - {"enabled", "users"}:
+        raise SettingsError(f"{config_key('auth')}: expected {{enabled, users}}, got {raw!r}")
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise SettingsError(f"{_key('enabled')}: expected true or false, got {enabled!r}")
+    users_raw = raw.get("users") or {}
+    if not isinstance(users_raw, Mapping):
+        raise SettingsError(f"{_key('users')}: expected a map of user names to {{publish, consume}}, "
+                            f"got {users_raw!r}")
+    users = []
+    for name, decl in users_raw.items():
+        where = _key(f"users.{name}")
+        if not isinstance(name, str) or not _USER_NAME.match(name):
+            raise SettingsError(f"{where}: user names are 1-42 lowercase letters, digits and '-' (they name a "
+                                "Kubernetes Secret and an inbox prefix)")
+        if name in (admin, *BUILT_IN_USERS):
+            raise SettingsError(f"{where}: {name!r} is a user this project makes itself (admin: {admin!r}, "
+                                f"{', '.join(BUILT_IN_USERS)}); choose another name")
+        decl = decl or {}
+        if not isinstance(decl, Mapping) or set(decl) - set(_USER_KEYS):
+            raise SettingsError(f"{where}: expected {{publish: [subjects], consume: [stream/consumer], namespace}}, "
+                                f"got {decl!r}")
+        publish = _list_of_text(decl.get("publish"), f"{where}.publish", '["sensors.>"]')
+        for subject in publish:
+            problem = subject_problem(subject)
+            if problem:
+                raise SettingsError(f"{where}.publish: {problem}")
+        pairs = []
+        for pair in _list_of_text(decl.get("consume"), f"{where}.consume", '["sensors/analytics"]'):
+            stream, _, consumer = pair.partition("/")
+            if not consumer or name_problem(stream) or name_problem(consumer):
+                raise SettingsError(f"{where}.consume: {pair!r} is not STREAM/CONSUMER (e.g. \"sensors/analytics\")")
+            pairs.append((stream, consumer))
+        if not publish and not pairs:
+            raise SettingsError(f"{where}: give it something to do: publish (subjects) and/or consume "
+                                "(stream/consumer pairs)")
+        namespace = decl.get("namespace")
+        if namespace is not None and (not isinstance(namespace, str)
+                                      or not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace)):
+            raise SettingsError(f"{where}.namespace: {namespace!r} is not a namespace name")
+        users.append(AppUser(name, publish, tuple(pairs), namespace))
+    return Auth(enabled=enabled, users=tuple(users))
+
+
+def _permissions(publish: Iterable[str], subscribe: Iterable[str]) -> dict:
+    return {"publish": {"allow": list(dict.fromkeys(publish))}, "subscribe": {"allow": list(dict.fromkeys(subscribe))}}
+
+
+def app_user_permissions(user: AppUser, catalog) -> dict:
+    """The subjects an application user needs for what it declared, and nothing more."""
+    consumers = {(spec.name, c.name): c for spec in catalog for c in spec.consumers}
+    publish = list(user.publish)
+    subscribe = [f"{inbox_prefix(user.name)}.>"]
+    for stream, consumer in user.consume:
+        publish += [f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+                    f"$JS.ACK.{stream}.{consumer}.>"]
+        deliver = consumers[(stream, consumer)].config.get("deliver_subject")
+        if deliver:  # a push consumer: its delivery subject, and replies to the server's flow control
+            subscribe.append(deliver)
+            publish.append(f"$JS.FC.{stream}.>")
+    return _permissions(publish, subscribe)
+
+
+def backup_permissions(streams: Iterable[str]) -> dict:
+    """`nats stream backup` and `python -m streams backup` of these streams: their info, the snapshot request,
+    and the chunk acks. No restore, no delete, no messages."""
+    publish = []
+    for s in streams:
+        publish += [f"$JS.API.STREAM.INFO.{s}", f"$JS.API.STREAM.SNAPSHOT.{s}", f"$JS.SNAPSHOT.ACK.{s}.>"]
+    return _permissions(publish, [f"{inbox_prefix(BACKUP)}.>"])
+
+
+def monitor_permissions() -> dict:
+    return _permissions(MONITOR_SUBJECTS, [f"{inbox_prefix(MONITOR)}.>"])
+
+
+def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str = ADMIN) -> tuple[ServerUser, ...]:
+    """Every user of the server with its permissions, after checking each subject and consumer an application
+    user names against the catalog (at preview: the server would accept a permission for a stream that does not
+    exist, and the application would fail at run time)."""
+    from streams.subjects import subject_is_subset
+
+    if not auth.enabled:
+        return ()
+    declared = {(spec.name, c.name) for spec in catalog for c in spec.consumers}
+    stream_subjects = [(spec.name, s) for spec in catalog for s in spec.config.get("subjects", [])]
+    users = [ServerUser(admin), ServerUser(BACKUP, backup_permissions(backup_streams)),
+             ServerUser(MONITOR, monitor_permissions())]
+    for user in auth.users:
+        where = _key(f"users.{user.name}")
+        for subject in user.publish:
+            if not any(subject_is_subset(subject, outer) for _, outer in stream_subjects):
+                listed = ", ".join(f"{s} ({n})" for n, s in stream_subjects) or "none"
+                raise SettingsError(f"{where}.publish: {subject!r} is not inside any declared stream's subjects "
+                                    f"({listed}); messages published there would be stored nowhere. Use a subject "
+                                    "a stream captures, or declare the stream")
+        for stream, consumer in user.consume:
+            if (stream, consumer) not in declared:
+                known = ", ".join(f"{s}/{c}" for s, c in sorted(declared)) or "none"
+                raise SettingsError(f"{where}.consume: {stream}/{consumer} is not a declared consumer (declared: "
+                                    f"{known}); declare it under homelab-nats:streams.{stream}.consumers")
+        users.append(ServerUser(user.name, app_user_permissions(user, catalog)))
+    return tuple(users)
+
+
+def _conf_string(text: str) -> str:
+    """A double-quoted nats.conf string. The lexer knows only the escapes \\" \\\\ \\t \\n \\r and \\xXX
+    (nats-server conf/lex.go lexStringEscape; no \\u): quotes and backslashes are escaped, control characters
+    written as \\xXX, everything else (UTF-8 included) as it is. Inside quotes `$` is not a variable."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _conf_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_conf_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_conf_value(v) for v in value) + "]"
+    return _conf_string(str(value))
+
+
+def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str]) -> str:
+    """The file nats.conf includes when auth is on: `authorization { users: [...] }` with each user's password
+    and permissions. It is the content of a Secret, never of the ConfigMap, and it is one file on purpose: the
+    server refuses a config whose included variables are unused or missing, so passwords kept apart from the
+    users would make every added or removed user a window in which a reload (or a restart) fails."""
+    lines = ["# Rendered by homelab-nats (components/auth.py): users, passwords, permissions. A Secret.",
+             "authorization {", "  users: ["]
+    for user in users:
+        if user.name not in passwords:
+            raise ValueError(f"no password for NATS user {user.name!r}")
+        entry = f"    {{user: {_conf_string(user.name)}, password: {_conf_string(passwords[user.name])}"
+        if user.permissions is not None:
+            entry += f", permissions: {_conf_value(user.permissions)}"
+        lines.append(entry + "}")
+    return "\n".join(lines + ["  ]", "}"]) + "\n"

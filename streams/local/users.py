@@ -1,0 +1,49 @@
+"""The stack's users on this machine (`make dev` with `homelab-nats:auth.enabled`): the same users and
+permissions the cluster gets (components/auth.py), with passwords generated here once and kept in
+`<workdir>/auth/` (mode 0600, never printed): `auth.conf` for the server, and one `<user>.env` per user
+holding NATS_URL, NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX, as the cluster's user Secrets do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from components.auth import ServerUser, render_auth_conf
+
+AUTH_FOLDER = "auth"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Written readable by the owner only, from the first byte (no window with wider permissions)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def local_passwords(workdir: Path, users: tuple[ServerUser, ...]) -> dict[str, str]:
+    """Each user's password: kept from earlier runs, made for new users (letters and digits, as in the cluster)."""
+    folder = workdir / AUTH_FOLDER
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = folder / "passwords.json"
+    known = json.loads(store.read_text()) if store.exists() else {}
+    passwords = {u.name: known.get(u.name) or secrets.token_hex(16) for u in users}
+    if passwords != known:
+        _write_private(store, json.dumps(passwords, indent=2) + "\n")
+    return passwords
+
+
+def write_local_auth(workdir: Path, users: tuple[ServerUser, ...], client_url: str) -> tuple[str, dict[str, str]]:
+    """Writes auth.conf and the users' env files; returns the include path (relative to nats.conf in `workdir`)
+    and the passwords."""
+    passwords = local_passwords(workdir, users)
+    folder = workdir / AUTH_FOLDER
+    _write_private(folder / "auth.conf", render_auth_conf(users, passwords))
+    for user in users:
+        lines = [f"NATS_URL={client_url}", f"NATS_USER={user.name}", f"NATS_PASSWORD={passwords[user.name]}"]
+        if user.inbox_prefix:
+            lines.append(f"NATS_INBOX_PREFIX={user.inbox_prefix}")
+        _write_private(folder / f"{user.name}.env", "\n".join(lines) + "\n")
+    return f"{AUTH_FOLDER}/auth.conf", passwords
