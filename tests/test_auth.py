@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -299,10 +300,248 @@ def test_a_permission_change_applies_on_reload_without_restart(homelab):
     assert ack is None and refused
     homelab.settings = load_settings(secured_raw({**USERS, "iot-devices": {"publish": ["sensors.>", "logs.device.>"]}}))
     homelab.write_auth()
+    reloads = homelab.server.log_path.read_text().count("Reloaded server configuration")
     homelab.server.process.send_signal(signal.SIGHUP)   # what the config reloader sends
-    for _ in range(50):
-        ack, _ = run(try_logs(False))
-        if ack is not None:
+    for _ in range(100):
+        if homelab.server.log_path.read_text().count("Reloaded server configuration") > reloads:
             break
+        time.sleep(0.05)
+    ack, _ = run(try_logs(False))
     assert ack is not None and ack.stream == "app-logs"
     assert homelab.server.process.pid == pid and homelab.server.monitor("/varz")["start"] == started
+
+
+# ---------------------------------------------------------------- the program, under Pulumi's mocks
+
+import json  # noqa: E402
+
+import pulumi  # noqa: E402
+
+from tests.pulumi_harness import (as_manifest, encode_config, generated_password, is_secret,  # noqa: E402
+                                  run_program, stack_config)
+
+ADMIN_PASSWORD = 'adm"in\\pass$word-never-in-plaintext'
+SECRET = "kubernetes:core/v1:Secret"
+
+
+def secured_config(users=USERS, **extra) -> dict:
+    return {**stack_config("homelab"), **encode_config({"homelab-nats:auth": {"enabled": True, "users": users},
+                                                         **extra}),
+            "homelab-nats:natsPassword": ADMIN_PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def secured():
+    return run_program(secured_config(), secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))
+
+
+def _secret_keys():
+    from tests.pulumi_harness import TEST_SECRETS
+    return tuple(TEST_SECRETS)
+
+
+def all_passwords(run) -> list[str]:
+    generated = [generated_password(r.name) for r in run.of_type("random:index/randomPassword:RandomPassword")]
+    assert len(generated) == 4   # backup, monitor, iot-devices, analytics; the admin's is natsPassword
+    return [ADMIN_PASSWORD, *generated]
+
+
+def without_secrets(value):
+    """Everything a reader of the state or the preview sees in plaintext (secret values removed)."""
+    if is_secret(value):
+        return "[secret]"
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
+
+
+def test_no_password_in_the_config_map_any_plaintext_input_or_output(secured):
+    passwords = all_passwords(secured)
+    config_map = as_manifest(secured.one("kubernetes:core/v1:ConfigMap", "nats-config"))
+    conf = config_map["data"]["nats.conf"]
+    assert 'include "../nats-auth/auth.conf"' in conf and "password:" not in conf and "user:" not in conf
+    plaintext = json.dumps([without_secrets(r.inputs) for r in secured.resources]) + json.dumps(secured.exports)
+    for pw in passwords:
+        assert pw not in plaintext and json.dumps(pw)[1:-1] not in plaintext
+    # every password is somewhere, as a secret: the server's auth file and the users' Secrets
+    auth = secured.one(SECRET, "nats-auth").inputs["stringData"]
+    assert is_secret(auth) or is_secret(auth["auth.conf"])
+    auth_conf = as_manifest(secured.one(SECRET, "nats-auth"))["stringData"]["auth.conf"]
+    for pw in passwords:
+        assert pw.replace("\\", "\\\\").replace('"', '\\"') in auth_conf
+
+
+def test_the_auth_file_the_program_renders_is_what_a_server_accepts(secured, tmp_path):
+    """The Secret's file, with the program's passwords, loads in a real server and logs the admin in."""
+    from components.nats_conf import render_nats_conf
+    auth_conf = as_manifest(secured.one(SECRET, "nats-auth"))["stringData"]["auth.conf"]
+    settings = load_settings(secured_raw())
+    layout = replace(local_layout(tmp_path), auth_include="auth.conf")
+    (tmp_path / "auth.conf").write_text(auth_conf)
+    with start_server(settings, layout, tmp_path, conf_text=render_nats_conf(settings, layout)) as server:
+        async def go():
+            nc = await nats.connect(server.client_url, user="admin", password=ADMIN_PASSWORD)
+            info = await nc.jetstream().account_info()
+            await nc.close()
+            return info
+        assert run(go()) is not None
+
+
+def test_each_user_gets_a_secret_a_workload_mounts(secured):
+    secrets = {r.inputs["metadata"]["name"]: r for r in secured.of_type(SECRET)}
+    for user in ("iot-devices", "analytics", "backup", "monitor"):
+        secret = secrets[f"nats-user-{user}"]
+        data = as_manifest(secret)["stringData"]
+        assert data["NATS_URL"] == "nats://nats.nats.svc.cluster.local:4222" and data["NATS_USER"] == user
+        assert data["NATS_INBOX_PREFIX"] == f"_INBOX_{user}" and len(data["NATS_PASSWORD"]) == 32
+        sd = secret.inputs["stringData"]
+        assert is_secret(sd) or is_secret(sd["NATS_PASSWORD"])
+    assert "nats-user-admin" not in secrets
+    box = as_manifest(secrets["nats-box-contexts"])["stringData"]["default.json"]
+    assert json.loads(box) == {"description": "homelab NATS (in-cluster)", "url": "nats://nats:4222",
+                               "user": "admin", "password": ADMIN_PASSWORD}
+    assert is_secret(secrets["nats-box-contexts"].inputs["stringData"]) or \
+        is_secret(secrets["nats-box-contexts"].inputs["stringData"]["default.json"])
+
+
+def test_server_and_reloader_mount_the_auth_secret_and_the_backup_job_logs_in(secured):
+    pod = as_manifest(secured.one("kubernetes:apps/v1:StatefulSet", "nats"))["spec"]["template"]["spec"]
+    assert {"name": "auth", "secret": {"secretName": "nats-auth", "defaultMode": 0o440}} in pod["volumes"]
+    for container in pod["containers"][:2]:   # nats and the reloader, which watches the include
+        assert {"name": "auth", "mountPath": "/etc/nats-auth", "readOnly": True} in container["volumeMounts"]
+    job = as_manifest(secured.one("kubernetes:batch/v1:CronJob", "nats-backup"))
+    snapshot = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in snapshot["env"]}
+    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "nats-user-backup", "key": "NATS_PASSWORD"}
+    assert env["NATS_INBOX_PREFIX"]["value"] == "_INBOX_backup"
+
+
+def test_users_output_shows_permissions_for_review(secured):
+    users = secured.exports["users"]
+    assert users["iot-devices"] == {"secret": "nats/nats-user-iot-devices", "inboxPrefix": "_INBOX_iot-devices",
+                                    "permissions": {"publish": {"allow": ["sensors.>"]},
+                                                    "subscribe": {"allow": ["_INBOX_iot-devices.>"]}}}
+    assert users["admin"]["permissions"] == "all"
+    assert not any("without authentication" in w for w in secured.warnings)
+
+
+@pytest.mark.parametrize("users, key, says", [
+    ({"cam": {"publish": ["cameras.>"]}}, "homelab-nats:auth.users.cam.publish",
+     "'cameras.>' is not inside any declared stream's subjects"),
+    ({"cam": {"publish": [">"]}}, "homelab-nats:auth.users.cam.publish", "is not inside any declared stream"),
+    ({"bi": {"consume": ["sensors/dashboard"]}}, "homelab-nats:auth.users.bi.consume",
+     "sensors/dashboard is not a declared consumer"),
+    ({"bi": {"consume": ["sensors"]}}, "homelab-nats:auth.users.bi.consume", "is not STREAM/CONSUMER"),
+    ({"backup": {"publish": ["sensors.>"]}}, "homelab-nats:auth.users.backup", "a user this project makes itself"),
+    ({"Bad_Name": {"publish": ["sensors.>"]}}, "homelab-nats:auth.users.Bad_Name", "user names are"),
+    ({"idle": {}}, "homelab-nats:auth.users.idle", "give it something to do"),
+    ({"cam": {"publish": ["sensors..x"]}}, "homelab-nats:auth.users.cam.publish", "empty token"),
+])
+def test_users_naming_what_the_catalog_lacks_fail_at_preview(users, key, says):
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(secured_config(users), secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))
+    assert str(err.value).startswith(key) and says in str(err.value), str(err.value)
+
+
+def test_auth_without_the_admin_password_fails_at_preview_saying_how():
+    config = {k: v for k, v in secured_config().items() if k != "homelab-nats:natsPassword"}
+    with pytest.raises(pulumi.RunError, match=r"natsPassword is not set.*pulumi config set --secret natsPassword"):
+        run_program(config)
+
+
+def test_the_guide_stack_warns_that_the_load_balancer_is_open():
+    run = run_program(stack_config("homelab"))
+    assert any("10.0.0.248:4222 without authentication" in w for w in run.warnings)
+    assert not run.of_type("random:index/randomPassword:RandomPassword") and "users" not in run.exports
+
+
+# ---------------------------------------------------------------- the permissions, as tables
+
+from components.auth import (AppUser, Auth, app_user_permissions, backup_permissions,  # noqa: E402
+                             monitor_permissions, render_auth_conf, ServerUser)
+
+
+def test_pull_consumer_permissions_equal_the_documented_set():
+    """nats.docs using-nats/jetstream/nats_api_reference.md, "ACLs": a pull consumer's message flow is
+    CONSUMER.MSG.NEXT and the $JS.ACK subjects of its stream and consumer; plus CONSUMER.INFO (nats-py
+    pull_subscribe asks for it) and the user's own inbox."""
+    catalog = load_catalog(homelab_raw()["streams"])
+    perms = app_user_permissions(AppUser("analytics", consume=(("sensors", "analytics"),)), catalog)
+    assert perms == {"publish": {"allow": ["$JS.API.CONSUMER.INFO.sensors.analytics",
+                                           "$JS.API.CONSUMER.MSG.NEXT.sensors.analytics",
+                                           "$JS.ACK.sensors.analytics.>"]},
+                     "subscribe": {"allow": ["_INBOX_analytics.>"]}}
+
+
+@pytest.mark.parametrize("user, publish, subscribe", [
+    (AppUser("iot", publish=("sensors.>",)), ["sensors.>"], ["_INBOX_iot.>"]),
+    (AppUser("both", publish=("logs.app.>",), consume=(("iot-sensors", "processor"),)),
+     ["logs.app.>", "$JS.API.CONSUMER.INFO.iot-sensors.processor", "$JS.API.CONSUMER.MSG.NEXT.iot-sensors.processor",
+      "$JS.ACK.iot-sensors.processor.>"], ["_INBOX_both.>"]),
+])
+def test_app_user_permissions(user, publish, subscribe):
+    perms = app_user_permissions(user, load_catalog(homelab_raw()["streams"]))
+    assert perms == {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+
+
+def test_push_consumer_users_also_get_the_delivery_subject_and_flow_control():
+    streams = {"cams": {"subjects": ["cam.>"], "consumers": {"live": {"deliverSubject": "deliver.cams"}}}}
+    perms = app_user_permissions(AppUser("viewer", consume=(("cams", "live"),)), load_catalog(streams))
+    assert "deliver.cams" in perms["subscribe"]["allow"] and "$JS.FC.cams.>" in perms["publish"]["allow"]
+
+
+def test_backup_and_monitor_permissions():
+    assert backup_permissions(["a", "b"])["publish"]["allow"] == [
+        "$JS.API.STREAM.INFO.a", "$JS.API.STREAM.SNAPSHOT.a", "$JS.SNAPSHOT.ACK.a.>",
+        "$JS.API.STREAM.INFO.b", "$JS.API.STREAM.SNAPSHOT.b", "$JS.SNAPSHOT.ACK.b.>"]
+    published = monitor_permissions()["publish"]["allow"]
+    assert all(".INFO" in s or s.endswith((".NAMES", ".LIST")) or ".NAMES." in s or ".LIST." in s
+               for s in published), published
+
+
+@pytest.mark.parametrize("password", ['plain', 'quo"te', 'back\\slash', '$VARIABLE', "tab\tnew\nline", "ünï€ode",
+                                      "'single'", "semi;colon # hash", "}{][ ,"])
+def test_any_password_survives_the_auth_file(password, tmp_path):
+    """Rendered, read by a real server, and accepted at login."""
+    from components.nats_conf import render_nats_conf
+    settings = load_settings(secured_raw())
+    layout = replace(local_layout(tmp_path), auth_include="auth.conf")
+    (tmp_path / "auth.conf").write_text(render_auth_conf([ServerUser("admin")], {"admin": password}))
+    with start_server(settings, layout, tmp_path, conf_text=render_nats_conf(settings, layout)) as server:
+        async def go():
+            nc = await nats.connect(server.client_url, user="admin", password=password)
+            await nc.close()
+        run(go())
+
+
+def test_auth_off_renders_no_users():
+    assert Auth().enabled is False
+    assert plan_users(Auth(), load_catalog(homelab_raw()["streams"]), []) == ()
+
+
+def test_the_cron_jobs_snapshot_script_logs_in_as_the_backup_user(homelab, tmp_path):
+    """SNAPSHOT_SCRIPT in nats-box's tools, with the environment the CronJob gives it from nats-user-backup."""
+    from components.backup_job import SNAPSHOT_SCRIPT
+    from tests.test_backup_job import NATS_BOX_TOOLS, image_path, run_in
+
+    async def publish():
+        nc = await nats.connect(homelab.url, **homelab.login("admin"))
+        for i in range(10):
+            await nc.jetstream().publish(f"analytics.events.{i}", b"e")
+        await nc.close()
+    run(publish())
+    box = image_path(tmp_path / "nats-box", NATS_BOX_TOOLS, {"nats": "nats_shim"})
+    (tmp_path / "backup" / "streams").mkdir(parents=True)
+    env = {**user_env(homelab, "backup"), "STREAMS": "analytics app-logs", "BACKUP_DIR": str(tmp_path / "backup"),
+           "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = run_in(box, SNAPSHOT_SCRIPT, env)
+    assert done.returncode == 0 and (tmp_path / "backup" / "FAILED").read_text() == "", done.stderr
+    meta = json.loads((tmp_path / "backup" / "streams" / "analytics" / "backup.json").read_text())
+    assert meta["state"]["messages"] == 10
+    # without the inbox prefix the replies would go to _INBOX.>, which the backup user may not read
+    no_prefix = {**{k: v for k, v in env.items() if k != "NATS_INBOX_PREFIX"}, "STREAMS": "analytics"}
+    (tmp_path / "backup" / "streams" / "analytics").rename(tmp_path / "first")
+    failed = run_in(box, SNAPSHOT_SCRIPT, no_prefix)
+    assert "analytics" in (tmp_path / "backup" / "FAILED").read_text(), failed.stderr

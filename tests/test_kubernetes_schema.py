@@ -43,6 +43,10 @@ CONFIGS = {
         "homelab-nats:loadBalancer": {"ip": None},
         "homelab-nats:jetstream": {"memoryStore": "256Mi", "fileStore": "50Gi"},
         "homelab-nats:monitoring": {"prometheusOperator": True}})},
+    "auth": {**stack_config("homelab"), "homelab-nats:natsPassword": "schema-test-password", **encode_config({
+        "homelab-nats:auth": {"enabled": True, "users": {"iot-devices": {"publish": ["sensors.>"]},
+                                                         "analytics": {"consume": ["sensors/analytics"],
+                                                                       "namespace": "trino"}}}})},
 }
 
 
