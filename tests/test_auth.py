@@ -545,3 +545,35 @@ def test_the_cron_jobs_snapshot_script_logs_in_as_the_backup_user(homelab, tmp_p
     (tmp_path / "backup" / "streams" / "analytics").rename(tmp_path / "first")
     failed = run_in(box, SNAPSHOT_SCRIPT, no_prefix)
     assert "analytics" in (tmp_path / "backup" / "FAILED").read_text(), failed.stderr
+
+
+def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
+    import stat
+
+    import yaml
+
+    from streams.local.server import free_port
+    doc = yaml.safe_load((ROOT / "Pulumi.homelab.yaml").read_text())
+    doc["config"]["homelab-nats:auth"] = {"enabled": True, "users": USERS}
+    stack = tmp_path / "Pulumi.secured.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    port, http_port = free_port(), free_port()
+
+    def dev():
+        return subprocess.run([sys.executable, "-m", "streams", "dev", "--once", "--stack", str(stack), "--port",
+                               str(port), "--http-port", str(http_port), "--data-dir", str(tmp_path / "dev")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    first = dev()
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "dev" / "auth"
+    assert f"set -a; . {folder / 'admin.env'}; set +a" in first.stdout and "applied consumer sensors/analytics" in first.stdout
+    passwords = json.loads((folder / "passwords.json").read_text())
+    assert set(passwords) == {"admin", "backup", "monitor", "iot-devices", "analytics"}
+    for pw in passwords.values():
+        assert pw not in first.stdout + first.stderr
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert '"users"' in first.stdout and '"inboxPrefix": "_INBOX_analytics"' in first.stdout
+    second = dev()   # passwords are kept: what workloads were given still logs in
+    assert second.returncode == 0, second.stderr
+    assert json.loads((folder / "passwords.json").read_text()) == passwords
