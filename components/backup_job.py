@@ -180,12 +180,14 @@ def credentials_secret(settings: Settings) -> dict:
 
 
 def _nats_login(settings: Settings) -> list[dict]:
-    """With auth on, the snapshot container logs in as the backup user, from that user's Secret."""
+    """With TLS on, the snapshot container trusts the server's CA (NATS_CA, read by the nats CLI); with auth on, it
+    logs in as the backup user, from that user's Secret."""
     from components.auth import BACKUP, inbox_prefix, secret_name
 
+    ca = [{"name": "NATS_CA", "value": manifests.CA_FILE}] if settings.tls.enabled else []
     if not settings.auth.enabled:
-        return []
-    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(BACKUP), "key": k}}}
+        return ca
+    return ca + [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(BACKUP), "key": k}}}
             for k in ("NATS_USER", "NATS_PASSWORD")] + [{"name": "NATS_INBOX_PREFIX", "value": inbox_prefix(BACKUP)}]
 
 
@@ -228,7 +230,9 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                                     {"name": "STREAMS", "value": " ".join(streams)},
                                     {"name": "BACKUP_DIR", "value": BACKUP_DIR},
                                     {"name": "HOME", "value": "/tmp"}] + _nats_login(settings),
-                            "resources": resources, "volumeMounts": mounts, "securityContext": _RESTRICTED,
+                            "resources": resources,
+                            "volumeMounts": mounts + ([manifests.tls_client_mount()] if settings.tls.enabled else []),
+                            "securityContext": _RESTRICTED,
                         }],
                         "containers": [{
                             "name": "upload", "image": settings.images.mc, "imagePullPolicy": "IfNotPresent",
@@ -243,7 +247,8 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                                                  {"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}],
                             "resources": resources, "volumeMounts": mounts, "securityContext": _RESTRICTED,
                         }],
-                        "volumes": [{"name": "backup", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+                        "volumes": [{"name": "backup", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+                        + ([manifests.tls_volume(settings, ca_only=True)] if settings.tls.enabled else []),
                     },
                 },
             }},

@@ -79,14 +79,20 @@ class NatsServer(pulumi.ComponentResource):
         self.config_map = declare(k8s.core.v1.ConfigMap, f"{name}-config", manifests.config_map(s), child)
         self.headless_service = declare(k8s.core.v1.Service, f"{name}-headless", manifests.headless_service(s),
                                         child)
+        before_pods = [self.config_map, self.headless_service]
+        if s.tls.enabled and s.tls.issuer_name:
+            # cert-manager issues it into the Secret the pod mounts (the pod waits for that Secret to exist).
+            before_pods.append(declare(k8s.apiextensions.CustomResource, f"{name}-certificate",
+                                       manifests.certificate(s), child))
         self.stateful_set = declare(
             k8s.apps.v1.StatefulSet, f"{name}-statefulset", manifests.stateful_set(s),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.config_map, self.headless_service]))
+            pulumi.ResourceOptions(parent=self, depends_on=before_pods))
         self.client_service = declare(k8s.core.v1.Service, f"{name}-client", manifests.client_service(s), child)
         self.pdb = declare(k8s.policy.v1.PodDisruptionBudget, f"{name}-pdb", manifests.pod_disruption_budget(s),
                            child)
         if s.monitoring.prometheus_operator:
             declare(k8s.apiextensions.CustomResource, f"{name}-podmonitor", manifests.pod_monitor(s), child)
+
         if s.monitoring.grafana_dashboard:
             declare(k8s.core.v1.ConfigMap, f"{name}-dashboard", manifests.grafana_dashboard(s), child)
         # pulumi-kubernetes waits for the StatefulSet's pods to be ready and for the LoadBalancer to get

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from components.auth import ServerUser, secret_name
-from components.nats_conf import (AUTH_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
+from components.nats_conf import (AUTH_DIR, TLS_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
                                   render_nats_conf, restart_checksum)
 from components.settings import Settings
 
@@ -97,7 +97,43 @@ def _nats_container(settings: Settings) -> dict:
 
 
 def _auth_mounts(settings: Settings) -> list[dict]:
-    return [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}] if settings.auth.enabled else []
+    mounts = [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}] if settings.auth.enabled else []
+    if settings.tls.enabled:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    return mounts
+
+
+def tls_volume(settings: Settings, *, ca_only: bool = False) -> dict:
+    """The server certificate's Secret as a volume; clients mount only ca.crt from it."""
+    secret = {"secretName": settings.tls.secret_name, "defaultMode": 0o440}
+    if ca_only:
+        secret["items"] = [{"key": "ca.crt", "path": "ca.crt"}]
+    return {"name": "tls", "secret": secret}
+
+
+def tls_client_mount() -> dict:
+    return {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
+
+
+CA_FILE = f"{TLS_DIR}/ca.crt"
+
+
+def certificate(settings: Settings) -> dict:
+    """The cert-manager Certificate for the server (cert-manager.io/v1, fields as in cert-manager v1.21.1
+    deploy/crds/cert-manager.io_certificates.yaml): every name clients dial, the load balancer's address, and a
+    new private key on each renewal. cert-manager writes tls.crt, tls.key and ca.crt into the Secret."""
+    t = settings.tls
+    ns = settings.namespace
+    names = [NAME, f"{NAME}.{ns}", f"{NAME}.{ns}.svc", f"{NAME}.{ns}.svc.cluster.local", *t.extra_dns_names]
+    spec = {"secretName": t.secret_name, "issuerRef": {"name": t.issuer_name, "kind": t.issuer_kind,
+                                                       "group": "cert-manager.io"},
+            "dnsNames": list(dict.fromkeys(names)), "duration": "2160h", "renewBefore": "360h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["server auth", "digital signature", "key encipherment"]}
+    if settings.load_balancer.enabled:
+        spec["ipAddresses"] = [settings.load_balancer.ip]
+    return {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": _meta(settings, NAME, "nats"),
+            "spec": spec}
 
 
 def _reloader_container(settings: Settings) -> dict:
@@ -194,7 +230,8 @@ def stateful_set(settings: Settings) -> dict:
                     "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}},
                                 {"name": "pid", "emptyDir": {}}]
                     + ([{"name": "auth", "secret": {"secretName": AUTH_SECRET, "defaultMode": 0o440}}]
-                       if settings.auth.enabled else []),
+                       if settings.auth.enabled else [])
+                    + ([tls_volume(settings)] if settings.tls.enabled else []),
                 },
             },
             "volumeClaimTemplates": [{
@@ -280,12 +317,12 @@ def pod_disruption_budget(settings: Settings) -> dict:
 
 def in_cluster_url(settings: Settings) -> str:
     """The guide's in-cluster address; resolves inside the NATS namespace (nats-box lives there)."""
-    return f"nats://{NAME}:{settings.ports.client}"
+    return f"{settings.tls.scheme}://{NAME}:{settings.ports.client}"
 
 
 def cluster_dns_url(settings: Settings) -> str:
     """The address that resolves from any namespace."""
-    return f"nats://{NAME}.{settings.namespace}.svc.cluster.local:{settings.ports.client}"
+    return f"{settings.tls.scheme}://{NAME}.{settings.namespace}.svc.cluster.local:{settings.ports.client}"
 
 
 def nats_box_context(settings: Settings, password: str | None = None) -> str:
@@ -294,6 +331,8 @@ def nats_box_context(settings: Settings, password: str | None = None) -> str:
     context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
     if settings.auth.enabled:
         context.update(user=settings.admin_user, password=password or "")
+    if settings.tls.enabled:
+        context["ca"] = CA_FILE
     return json.dumps(context, indent=2) + "\n"
 
 
@@ -351,11 +390,13 @@ def nats_box_deployment(settings: Settings) -> dict:
                                       "requests": {"cpu": "10m", "memory": "32Mi"}},
                         "volumeMounts": [{"name": "contexts", "mountPath": f"{NATS_BOX_CONFIG_HOME}/nats/context",
                                           "readOnly": True},
-                                         {"name": "tmp", "mountPath": "/tmp"}],
+                                         {"name": "tmp", "mountPath": "/tmp"}]
+                        + ([tls_client_mount()] if settings.tls.enabled else []),
                         "securityContext": _RESTRICTED_CONTAINER,
                     }],
                     "volumes": [{"name": "contexts", "secret": {"secretName": NATS_BOX_CONTEXTS}},
-                                {"name": "tmp", "emptyDir": {}}],
+                                {"name": "tmp", "emptyDir": {}}]
+                    + ([tls_volume(settings, ca_only=True)] if settings.tls.enabled else []),
                 },
             },
         },

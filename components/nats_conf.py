@@ -19,6 +19,10 @@ PID_FILE = f"{PID_DIR}/nats.pid"
 # (nats-io/nack pkg/natsreloader/natsreloader.go getIncludePaths, since v0.14.4), so a change reloads.
 AUTH_DIR = "/etc/nats-auth"
 AUTH_FILE = "auth.conf"
+# The server's certificate (a kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt), when TLS is on. The reloader
+# watches cert_file/key_file/ca_file paths written one per line (natsreloader.go getCertPaths), and the server
+# reloads its certificate on SIGHUP: a renewed certificate is picked up without a restart.
+TLS_DIR = "/etc/nats-tls"
 
 # Options nats-server cannot change on a config reload (server/reload.go refuses store_dir and the
 # JetStream limits; listen addresses and the server name are read once at start). A change to any of
@@ -38,6 +42,7 @@ class ConfLayout:
     server_name: str | None = None
     # The auth file, relative to nats.conf's folder (the server resolves includes that way: conf/parse.go).
     auth_include: str = f"../{AUTH_DIR.rsplit('/', 1)[-1]}/{AUTH_FILE}"
+    tls_dir: str = TLS_DIR
 
 
 def cluster_layout(settings: Settings) -> ConfLayout:
@@ -78,6 +83,13 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     for key, value in opts.items():
         if key != "jetstream":
             lines.append(f"{key}: {_value(value)}")
+    if settings.tls.enabled:
+        lines += ["# Client TLS: plain connections are refused. The monitoring port stays HTTP (probes, exporter).",
+                  "tls {",
+                  f"  cert_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.crt')}",
+                  f"  key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
+                  "  timeout: 2",
+                  "}"]
     if settings.auth.enabled:
         lines += ["# Users, passwords and permissions: a Secret (components/auth.py). Reloaded when it changes.",
                   f"include {json.dumps(layout.auth_include)}"]

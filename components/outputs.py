@@ -27,15 +27,16 @@ def connection_details(settings: Settings, users=()) -> dict:
     if settings.auth.enabled:
         details["users"] = {u.name: users_entry(settings, u) for u in users}
     if settings.load_balancer.enabled:
-        details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring))
+        details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring,
+                                     settings.tls.scheme))
     return details
 
 
-def external_urls(host: str, client_port: int, monitoring_port: int) -> dict:
+def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str = "nats") -> dict:
     """Client and monitoring URLs for one reachable address (the load balancer, or 127.0.0.1 locally)."""
     monitor = f"http://{host}:{monitoring_port}"
     return {
-        "clientUrl": f"nats://{host}:{client_port}",
+        "clientUrl": f"{scheme}://{host}:{client_port}",
         "monitoringUrl": monitor,
         "healthUrl": f"{monitor}/healthz",
         "jetstreamHealthUrl": f"{monitor}/healthz?js-enabled-only=true",

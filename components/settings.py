@@ -128,6 +128,21 @@ class Monitoring:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """Client TLS: the server's certificate from a Secret (tls.crt, tls.key, ca.crt), made by cert-manager from
+    `issuer` or brought by the user. Plain connections are then refused."""
+    enabled: bool = False
+    secret_name: str = "nats-tls"
+    issuer_name: str | None = None     # a cert-manager Issuer or ClusterIssuer: a Certificate is declared
+    issuer_kind: str = "ClusterIssuer"
+    extra_dns_names: tuple[str, ...] = ()
+
+    @property
+    def scheme(self) -> str:
+        return "tls" if self.enabled else "nats"
+
+
+@dataclass(frozen=True)
 class Images:
     nats: str
     reloader: str
@@ -159,6 +174,7 @@ class Settings:
     volume_snapshots: VolumeSnapshots
     backups: Backups = field(default_factory=Backups)
     monitoring: Monitoring = field(default_factory=Monitoring)
+    tls: Tls = field(default_factory=Tls)
     auth: Any = None            # components.auth.Auth (users and permissions; off unless enabled)
     admin_user: str = "admin"   # the provider's and nats-box's user when auth is on (homelab-nats:natsUser)
     warnings: tuple[str, ...] = field(default=())
@@ -170,7 +186,7 @@ class Settings:
 
 BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth") + CATALOG_KEYS + BACKUP_SECRET_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth", "tls") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -498,6 +514,28 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
                    max_age=str(max_age), max_age_seconds=max_age_ns // 10**9)
 
 
+def _tls(raw: Mapping[str, Any]) -> Tls:
+    sec = _section(raw, "tls", ("enabled", "secretName", "issuer", "extraDnsNames"))
+    d = Tls()
+    issuer = sec.get("issuer")
+    name, kind = None, d.issuer_kind
+    if issuer is not None:
+        if not isinstance(issuer, Mapping) or set(issuer) - {"name", "kind"} or not issuer.get("name"):
+            raise SettingsError(f"{config_key('tls.issuer')}: expected {{name, kind}} of a cert-manager issuer, e.g. "
+                                f"{{name: homelab-ca, kind: ClusterIssuer}}; got {issuer!r}")
+        name = _str(issuer["name"], "tls.issuer.name", _DNS_SUBDOMAIN, "an issuer name")
+        kind = issuer.get("kind", kind)
+        if kind not in ("Issuer", "ClusterIssuer"):
+            raise SettingsError(f"{config_key('tls.issuer.kind')}: Issuer or ClusterIssuer, got {kind!r}")
+    names = sec.get("extraDnsNames") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and _DNS_SUBDOMAIN.match(n.lower()) for n in names):
+        raise SettingsError(f"{config_key('tls.extraDnsNames')}: expected a list of DNS names such as "
+                            f"[nats.home.lan], got {names!r}")
+    return Tls(enabled=_bool(sec.get("enabled", d.enabled), "tls.enabled"),
+               secret_name=_str(sec.get("secretName", d.secret_name), "tls.secretName", _DNS_SUBDOMAIN, "a Secret name"),
+               issuer_name=name, issuer_kind=kind, extra_dns_names=tuple(n.lower() for n in names))
+
+
 def backup_credentials_warning(settings: Settings, present: set[str] | frozenset[str]) -> str | None:
     """Backups are on but their S3 keys are not (all) set: the CronJob waits for them. A warning, not an
     error: a fresh clone must preview and deploy before anyone has made the keys."""
@@ -581,6 +619,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         volume_snapshots=_volume_snapshots(raw),
         backups=_backups(raw),
         monitoring=_monitoring(raw),
+        tls=_tls(raw),
     )
     from components.auth import parse_auth
 

@@ -39,14 +39,16 @@ class CannotConnect(RuntimeError):
 
 
 def login_from_environment(environ: dict | None = None) -> dict:
-    """nats.connect options from NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX: the keys of a user's Secret
-    (components/manifests.py user_secret), the first two named as the nats CLI reads them."""
+    """nats.connect options from NATS_USER, NATS_PASSWORD, NATS_INBOX_PREFIX (the keys of a user's Secret,
+    components/manifests.py user_secret) and NATS_CA, the first two and the last named as the nats CLI reads them."""
     env = os.environ if environ is None else environ
     opts: dict[str, Any] = {}
     if env.get("NATS_USER"):
         opts.update(user=env["NATS_USER"], password=env.get("NATS_PASSWORD", ""))
     if env.get("NATS_INBOX_PREFIX"):
         opts["inbox_prefix"] = env["NATS_INBOX_PREFIX"]
+    if env.get("NATS_CA"):   # the CA that signed the server's certificate (the nats CLI's variable too)
+        opts["tls"] = ssl.create_default_context(cafile=env["NATS_CA"])
     return opts
 
 
@@ -181,9 +183,9 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
         if problem:
             raise SettingsError(f"{source}: {problem}")
     else:
-        settings = load_settings({k: v for k in ("loadBalancer", "ports") if (v := value(k)) is not None})
+        settings = load_settings({k: v for k in ("loadBalancer", "ports", "tls") if (v := value(k)) is not None})
         lb = settings.load_balancer
-        url = f"nats://{lb.ip}:{settings.ports.client}" if lb.enabled else None
+        url = f"{settings.tls.scheme}://{lb.ip}:{settings.ports.client}" if lb.enabled else None
         source = f"the load balancer address ({config_key('loadBalancer.ip')})"
     password, token = value("natsPassword"), value("natsToken")
     user = value("natsUser")

@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from tests.test_monitoring import POD_MONITOR_SCHEMA
+from tests.test_tls import CERTIFICATE_SCHEMA
 from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
 
 KUBERNETES_RELEASES = ["1.30.0", kubernetes_validate.latest_version()]
@@ -46,7 +47,8 @@ CONFIGS = {
     "auth": {**stack_config("homelab"), "homelab-nats:natsPassword": "schema-test-password", **encode_config({
         "homelab-nats:auth": {"enabled": True, "users": {"iot-devices": {"publish": ["sensors.>"]},
                                                          "analytics": {"consume": ["sensors/analytics"],
-                                                                       "namespace": "trino"}}}})},
+                                                                       "namespace": "trino"}}},
+        "homelab-nats:tls": {"enabled": True, "issuer": {"name": "homelab-ca"}}})},
 }
 
 
@@ -66,6 +68,8 @@ def test_every_object_validates_strictly(config_name, release):
             jsonschema.validate(obj, RECURRING_JOB_SCHEMA)
         elif obj["kind"] == "PodMonitor":
             jsonschema.validate(obj, POD_MONITOR_SCHEMA)
+        elif obj["kind"] == "Certificate":
+            jsonschema.validate(obj, CERTIFICATE_SCHEMA)
         else:
             kubernetes_validate.validate(obj, release, strict=True)
 

@@ -208,7 +208,7 @@ def cmd_check(args) -> int:
         if not settings.load_balancer.enabled:
             print("error: no load balancer in this stack: pass --server or set NATS_URL", file=sys.stderr)
             return 2
-        server = f"nats://{settings.load_balancer.ip}:{settings.ports.client}"
+        server = f"{settings.tls.scheme}://{settings.load_balancer.ip}:{settings.ports.client}"
     monitor = (args.monitor or os.environ.get("NATS_MONITOR_URL")
                or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}")
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,

@@ -96,6 +96,10 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
     from streams.local.users import AUTH_FOLDER, write_local_auth
     from streams.jetstream import close_all_clients
 
+    if settings.tls.enabled:
+        print("warning: homelab-nats:tls is on in the stack, but make dev has no certificate: it serves plain "
+              "connections on this machine", file=sys.stderr)
+        settings = replace(settings, tls=replace(settings.tls, enabled=False))
     login = None
     users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
     if users:
