@@ -12,13 +12,16 @@ from components.settings import SettingsError, backup_credentials_warning, load_
 from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,
                                      read_admin_password, read_backup_credentials, read_stack_config)
 from streams.catalog import CatalogError, catalog_warnings, load_catalog
-from streams.resources import declare_catalog
+from streams.buckets import load_all_buckets
+from streams.resources import declare_buckets, declare_catalog
 
 try:
     config = read_stack_config()
     settings = load_settings(config)
     catalog = load_catalog(config.get("streams"), max_replicas=settings.replicas,
                            store_limits=settings.jetstream.store_limits)
+    buckets = load_all_buckets(config, streams=catalog, max_replicas=settings.replicas,
+                               store_limits=settings.jetstream.store_limits)
     stream_warnings = backup_stream_warnings(settings, catalog)
     users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
     admin_password = read_admin_password() if settings.auth.enabled else None
@@ -32,9 +35,10 @@ for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *c
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings, users, admin_password,
                                                 {u.name: u.namespace for u in settings.auth.users}))
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
+declare_buckets(buckets, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 if settings.backups.enabled and credentials_warning is None:
     NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog), read_backup_credentials()),
                   pulumi.ResourceOptions(depends_on=[nats.namespace]))
 
-for key, value in connection_details(settings, users).items():
+for key, value in connection_details(settings, users, buckets).items():
     pulumi.export(key, value)

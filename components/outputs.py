@@ -5,7 +5,7 @@ from components import manifests
 from components.settings import Settings, config_key
 
 
-def connection_details(settings: Settings, users=()) -> dict:
+def connection_details(settings: Settings, users=(), buckets=()) -> dict:
     """Addresses users and tools need. External URLs are present only when the load balancer is on. With auth
     on, `users` lists each user's Secret, inbox prefix and permissions (never a password): the permissions live
     in a Secret, so this output is where `pulumi preview` shows them change."""
@@ -24,6 +24,9 @@ def connection_details(settings: Settings, users=()) -> dict:
             "storageClass": settings.jetstream.storage_class,
         },
     }
+    if buckets:  # the declared key-value buckets and object stores, and the stream each one is
+        details["keyValues"] = {b.name: b.stream_name for b in buckets if b.kind.kind == "keyValue"}
+        details["objectStores"] = {b.name: b.stream_name for b in buckets if b.kind.kind == "objectStore"}
     if settings.auth.enabled:
         details["users"] = {u.name: users_entry(settings, u) for u in users}
     if settings.load_balancer.enabled:

@@ -35,7 +35,7 @@ MIN_MEMORY_LIMIT = 32 * 2**20
 
 # Keys the stream side owns: the catalog (validated by streams.catalog) and the connection the
 # provider uses (streams.connection). Listed here so typos anywhere are caught.
-CATALOG_KEYS = ("streams", "natsUrl", "natsUser", "natsPassword", "natsToken", "natsCredentials", "natsNkeySeed",
+CATALOG_KEYS = ("streams", "keyValues", "objectStores", "natsUrl", "natsUser", "natsPassword", "natsToken", "natsCredentials", "natsNkeySeed",
                 "natsTls", "natsReadyTimeout")
 
 

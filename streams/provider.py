@@ -239,11 +239,28 @@ class StreamProvider(_JetStreamProvider):
         return {**inputs, "created": info.get("created"), "config": applied, "messagesRemoved": removed}
 
 
-async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool) -> tuple[dict, int]:
+def keep_from_server(desired: dict, current: dict | None, keys: tuple[str, ...]) -> dict:
+    """`desired` with `keys` as the server has them (fields this tool leaves to whoever set them)."""
+    if not current or not keys:
+        return desired
+    return {**{k: v for k, v in desired.items() if k not in keys},
+            **{k: current["config"][k] for k in keys if k in current["config"]}}
+
+
+async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool, *,
+                         guard_limits: str | None = None) -> tuple[dict, int]:
     """An in-place update, refused when the server would apply it by dropping messages nobody asked to drop;
-    returns the new info and how many messages the update removed (a lowered limit is the user's intent)."""
+    returns the new info and how many messages the update removed. For a stream a lowered limit is the user's
+    intent; with `guard_limits` (what the data is, for buckets: "keys and revisions", "objects") a lowered limit
+    on a store that holds data is refused without allowDataLoss."""
     name = desired["name"]
     cur_cfg = current["config"]
+    lowered = lowered_limits(cur_cfg, desired)
+    held = stream_message_loss(current)
+    if guard_limits and lowered and held and not allow_loss:
+        raise _refuse_loss(stream_where(name), [held], f"lower {', '.join(lowered)} (dropping {guard_limits} beyond "
+                           "the new limit)", "Back it up first (python -m streams backup …), then set allowDataLoss: "
+                           "true on it to accept, or keep the limit")
     if cur_cfg.get("retention", "limits") == "limits" and desired.get("retention") == "interest":
         loss = interest_conversion_loss(current, await c.consumer_infos(name))
         if loss and not allow_loss:
@@ -259,7 +276,8 @@ async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow
     return info, removed
 
 
-async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool) -> tuple[dict, int]:
+async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool, *,
+                                  guard_limits: str | None = None, keep: tuple[str, ...] = ()) -> tuple[dict, int]:
     name = desired["name"]
     try:  # the common case in one round trip; an identical stream of ours is a success too
         return await c.create_stream(_mark(desired)), 0
@@ -269,9 +287,10 @@ async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss:
     info = await c.stream_info(name)
     if info is None:  # deleted in between
         return await c.create_stream(_mark(desired)), 0
+    desired = keep_from_server(desired, info, keep)
     plan = plan_stream_change(info["config"], desired)
     if plan.action != "replace":
-        return await _update_stream(c, info, desired, allow_loss)
+        return await _update_stream(c, info, desired, allow_loss, guard_limits=guard_limits)
     if not _is_managed(info["config"]):
         raise AdoptionRefused(
             f"stream {name!r} exists on the server (made outside Pulumi) and differs from the declaration in "

@@ -67,3 +67,51 @@ def declare_catalog(specs: Sequence[StreamSpec], *, jetstream_servers: int,
             Consumer(f"consumer-{spec.name}-{consumer.name}", consumer, stream,
                      opts=pulumi.ResourceOptions(depends_on=list(depends_on)))
     return streams
+
+
+def bucket_props(spec: "BucketSpec", *, jetstream_servers: int) -> dict:
+    """A bucket resource's inputs: its options as declared, plus the provider's context."""
+    return {"name": spec.name, **{k: v for k, v in spec.declaration.items() if k != "protect"},
+            "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers}
+
+
+class KeyValue(Resource, module="nats", name="KeyValue"):
+    """A JetStream key-value bucket (the stream KV_<name>). Outputs as for Stream."""
+    created: pulumi.Output[str]
+    config: pulumi.Output[dict]
+    messagesRemoved: pulumi.Output[int]
+
+    def __init__(self, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
+                 opts: pulumi.ResourceOptions | None = None):
+        from streams.bucket_provider import KeyValueProvider
+        props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
+                 "messagesRemoved": None}
+        super().__init__(KeyValueProvider(), resource_name, props,
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect)))
+
+
+class ObjectStore(Resource, module="nats", name="ObjectStore"):
+    """A JetStream object store (the stream OBJ_<name>). Outputs as for Stream."""
+    created: pulumi.Output[str]
+    config: pulumi.Output[dict]
+    messagesRemoved: pulumi.Output[int]
+
+    def __init__(self, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
+                 opts: pulumi.ResourceOptions | None = None):
+        from streams.bucket_provider import ObjectStoreProvider
+        props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
+                 "messagesRemoved": None}
+        super().__init__(ObjectStoreProvider(), resource_name, props,
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect)))
+
+
+def declare_buckets(specs: Sequence["BucketSpec"], *, jetstream_servers: int,
+                    depends_on: Sequence[pulumi.Resource] = ()) -> list:
+    """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready."""
+    from streams.buckets import KEY_VALUE
+    resources = []
+    for spec in specs:
+        cls, prefix = (KeyValue, "kv") if spec.kind is KEY_VALUE else (ObjectStore, "objectstore")
+        resources.append(cls(f"{prefix}-{spec.name}", spec, jetstream_servers=jetstream_servers,
+                             opts=pulumi.ResourceOptions(depends_on=list(depends_on))))
+    return resources

@@ -1,0 +1,101 @@
+"""The dynamic providers behind `KeyValue` and `ObjectStore`: a bucket is a stream (streams/buckets.py maps
+one to the other), so these are the stream provider with the bucket's options as inputs. Everything the
+stream provider guarantees holds: offline check and diff, the server's plan (update or replace), adoption,
+drift on refresh, refusals before anything is lost. Two rules are stricter for buckets:
+
+- lowering a limit (history, ttl, maxBytes) on a bucket that holds data is refused without `allowDataLoss`,
+  since it deletes revisions or objects (for a stream, a lowered limit is applied and reported);
+- the two flags the client libraries set differently (`allow_direct`, `allow_msg_ttl`) stay as the server has
+  them unless declared, so a bucket made by nats.py or by the nats CLI is adopted as it is.
+
+The resource's id is the stream's name (`KV_<bucket>`, `OBJ_<bucket>`); messages name the stream.
+"""
+from __future__ import annotations
+
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, UpdateResult
+
+from streams.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
+                             bucket_wire_config, unmanaged_keys)
+from streams.catalog import CatalogError, STREAM_FIELDS
+from streams.jetstream import JetStreamClient
+from streams.plan import plan_stream_change
+from streams.provider import (StreamProvider, _camel, _create_or_adopt_stream, _has_unknown, _int, _mark,
+                              _update_stream, keep_from_server)
+
+
+class _BucketProvider(StreamProvider):
+    KIND: BucketKind
+    DATA: str   # what the data is, for refusals
+
+    def _declared(self, props: dict) -> dict:
+        return {k: v for k, v in props.items() if k in self.KIND.options or k in CONTROL}
+
+    def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
+        return bucket_wire_config(self.KIND, props["name"], self._declared(props),
+                                  max_replicas=_int(props.get("jetstreamServers"), 1), creating=creating)
+
+    def _check_known(self, props: dict, unknown: set[str]) -> None:
+        known = {k: v for k, v in self._declared(props).items() if k not in unknown}
+        name = props.get("name")
+        if _has_unknown(name):
+            return
+        try:
+            bucket_wire_config(self.KIND, name, known)
+        except CatalogError as exc:
+            if exc.key in unknown:
+                return
+            raise
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        if olds.get("name") != news.get("name"):
+            return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
+        unknown = [k for k in self.KIND.options if _has_unknown(news.get(k))]
+        if unknown:
+            return DiffResult(changes=True, replaces=[k for k in unknown if k == "storage"],
+                              delete_before_replace=False)
+        plan = plan_stream_change(self._wire(olds), self._wire(news))
+        control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
+        replaces = [bucket_option(self.KIND, _camel(STREAM_FIELDS, k)) for k in plan.replace_keys]
+        return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
+
+    def create(self, props: dict) -> CreateResult:
+        desired = self._wire(props)
+        keep = unmanaged_keys(self.KIND, self._declared(props))
+
+        async def create(c: JetStreamClient):
+            return await _create_or_adopt_stream(c, desired, bool(props.get("allowDataLoss")),
+                                                 guard_limits=self.DATA, keep=keep)
+        info, removed = self._client().run(create)
+        return CreateResult(desired["name"], self._outs(props, info, removed))
+
+    def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
+        desired = self._wire(news)
+        keep = unmanaged_keys(self.KIND, self._declared(news))
+
+        async def apply(c: JetStreamClient):
+            current = await c.stream_info(desired["name"])
+            if current is None:
+                return await c.create_stream(_mark(desired)), 0
+            return await _update_stream(c, current, keep_from_server(desired, current, keep),
+                                        bool(news.get("allowDataLoss")), guard_limits=self.DATA)
+        info, removed = self._client().run(apply)
+        return UpdateResult(self._outs(news, info, removed))
+
+    def read(self, id_: str, props: dict) -> ReadResult:
+        info = self._client().run(lambda c: c.stream_info(id_))
+        if info is None:
+            return ReadResult("", {})
+        declared = self._declared(props)
+        inputs = {"name": id_[len(self.KIND.prefix):], **bucket_declaration(self.KIND, info["config"], declared),
+                  **{k: props[k] for k in ("allowDataLoss", "jetstreamServers") if k in props}}
+        return ReadResult(id_, self._outs(inputs, info, props.get("messagesRemoved") or 0), inputs)
+
+
+class KeyValueProvider(_BucketProvider):
+    KIND = KEY_VALUE
+    DATA = "keys and revisions"
+
+
+class ObjectStoreProvider(_BucketProvider):
+    KIND = OBJECT_STORE
+    DATA = "objects"

@@ -1,0 +1,254 @@
+"""Key-value buckets and object stores through the providers, on a real nats-server, used with nats-py as
+applications use them."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import nats
+import nats.js.api
+import pytest
+
+from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
+from streams.buckets import (KEY_VALUE, OBJECT_STORE, bucket_wire_config, load_all_buckets, load_buckets,
+                             stream_declaration_for)
+from streams.catalog import CatalogError, load_catalog
+from streams.jetstream import close_all_clients
+from streams.plan import plan_stream_change
+from streams.provider import DataLossRefused
+from streams.resources import bucket_props
+from tests.provider_harness import Managed, RawJetStream, configured
+
+
+def kv_inputs(name: str, decl: dict) -> dict:
+    [spec] = load_buckets({name: decl}, KEY_VALUE)
+    return bucket_props(spec, jetstream_servers=1)
+
+
+def obj_inputs(name: str, decl: dict) -> dict:
+    [spec] = load_buckets({name: decl}, OBJECT_STORE)
+    return bucket_props(spec, jetstream_servers=1)
+
+
+@pytest.fixture
+def kvs(server):
+    return configured(KeyValueProvider, server.client_url)
+
+
+@pytest.fixture
+def objs(server):
+    return configured(ObjectStoreProvider, server.client_url)
+
+
+def with_js(url, fn):
+    async def go():
+        nc = await nats.connect(url)
+        try:
+            return await fn(nc.jetstream())
+        finally:
+            await nc.close()
+    return asyncio.run(go())
+
+
+def test_a_bucket_made_here_works_through_the_client_api(server, kvs):
+    Managed(kvs).create(kv_inputs("device-config", {"history": 5, "ttl": "30d", "storage": "file"}))
+    close_all_clients()
+
+    async def use(js):
+        kv = await js.key_value("device-config")
+        updates = await kv.watch("room1.>")
+        assert (await updates.updates(timeout=2)) is None   # the end of the initial values
+        for v in (b"20", b"21", b"22"):
+            await kv.put("room1.setpoint", v)
+        seen = [(await updates.updates(timeout=2)).value for _ in range(3)]
+        assert seen == [b"20", b"21", b"22"]
+        assert (await kv.get("room1.setpoint")).value == b"22"
+        history = await kv.history("room1.setpoint")
+        assert [e.value for e in history] == [b"20", b"21", b"22"] and [e.revision for e in history] == [1, 2, 3]
+        await kv.delete("room1.setpoint")
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get("room1.setpoint")
+        status = await kv.status()
+        return status.history, status.ttl
+    assert with_js(server.client_url, use) == (5, 30 * 86400)
+
+
+def test_an_object_store_made_here_holds_50_mib(server, objs):
+    Managed(objs).create(obj_inputs("firmware", {"maxBytes": "1GB", "storage": "file"}))
+    close_all_clients()
+    blob = os.urandom(50 * 2**20)
+
+    async def use(js):
+        store = await js.object_store("firmware")
+        await store.put("esp32-v2.bin", blob)
+        got = await store.get("esp32-v2.bin")
+        return hashlib.sha256(got.data).hexdigest(), got.info.size
+    assert with_js(server.client_url, use) == (hashlib.sha256(blob).hexdigest(), len(blob))
+
+
+@pytest.mark.parametrize("made_by, decl", [
+    (lambda js: js.create_key_value(bucket="made-by-py", history=5, ttl=3600), {"history": 5, "ttl": "1h"}),
+    (lambda js: js.create_key_value(bucket="made-by-py", history=1, direct=True), {"direct": True}),
+])
+def test_a_bucket_nats_py_made_is_adopted_with_no_change(server, kvs, made_by, decl):
+    with_js(server.client_url, lambda js: made_by(js))
+    raw = RawJetStream(server.client_url)
+    before = raw.stream("KV_made-by-py")
+    managed = Managed(kvs).create(kv_inputs("made-by-py", decl))
+    after = raw.stream("KV_made-by-py")
+    assert after["created"] == before["created"]
+    strip = lambda cfg: {k: v for k, v in cfg.items() if k != "metadata"}  # noqa: E731  (our managed mark)
+    assert strip(after["config"]) == strip(before["config"])
+    assert not managed.diff(kv_inputs("made-by-py", decl)).changes
+    managed.refresh()
+    assert not managed.diff(kv_inputs("made-by-py", decl)).changes   # no phantom diff after refresh
+
+
+def test_an_object_store_nats_py_made_is_adopted_with_no_change(server, objs):
+    with_js(server.client_url, lambda js: js.create_object_store("camera", ttl=86400, storage="file"))
+    raw = RawJetStream(server.client_url)
+    before = raw.stream("OBJ_camera")
+    managed = Managed(objs).create(obj_inputs("camera", {"ttl": "1d"}))
+    after = raw.stream("OBJ_camera")
+    assert after["created"] == before["created"]
+    assert {k: v for k, v in after["config"].items() if k != "metadata"} == \
+        {k: v for k, v in before["config"].items() if k != "metadata"}
+    managed.refresh()
+    assert not managed.diff(obj_inputs("camera", {"ttl": "1d"})).changes
+
+
+def test_drift_after_refresh_shows_the_option(server, kvs):
+    managed = Managed(kvs).create(kv_inputs("drifty", {"history": 3}))
+    raw = RawJetStream(server.client_url)
+    cfg = raw.stream("KV_drifty")["config"]
+    raw.api("$JS.API.STREAM.UPDATE.KV_drifty", {**cfg, "max_msgs_per_subject": 7})
+    managed.refresh()
+    assert managed.inputs["history"] == 7
+    assert managed.diff(kv_inputs("drifty", {"history": 3})).changes
+
+
+# Each change: (option, before, after). The plan must be what the server does with it (tried first).
+CHANGES = [
+    ("history", 3, 10), ("ttl", "1h", "2h"), ("maxBytes", "10MB", "20MB"), ("maxValueSize", "1KB", "2KB"),
+    ("description", "a", "b"), ("compression", False, True), ("storage", "file", "memory"),
+    ("metadata", {"owner": "a"}, {"owner": "b"}), ("replicas", 1, 1),
+]
+
+
+@pytest.mark.parametrize("option, before, after", CHANGES)
+def test_each_change_is_planned_as_the_server_decides(server, kvs, option, before, after):
+    name = f"plan-{option.lower()}"
+    old_cfg = bucket_wire_config(KEY_VALUE, name, {option: before})
+    new_cfg = bucket_wire_config(KEY_VALUE, name, {option: after})
+    raw = RawJetStream(server.client_url)
+    created = raw.api(f"$JS.API.STREAM.CREATE.KV_{name}", old_cfg)
+    assert "error" not in created, created
+    answer = raw.api(f"$JS.API.STREAM.UPDATE.KV_{name}", new_cfg)
+    server_says = "none" if before == after else "replace" if "error" in answer else "update"
+    raw.api(f"$JS.API.STREAM.DELETE.KV_{name}")
+    managed = Managed(kvs).create(kv_inputs(name, {option: before}))
+    diff = managed.diff(kv_inputs(name, {option: after}))
+    planned = "replace" if diff.replaces else "update" if diff.changes else "none"
+    assert planned == server_says, (answer, diff.replaces)
+    if diff.replaces:
+        assert diff.replaces == [option]
+
+
+def test_lowering_history_with_data_is_refused_without_the_opt_in(server, kvs):
+    managed = Managed(kvs).create(kv_inputs("settings", {"history": 5}))
+    close_all_clients()
+
+    async def fill(js):
+        kv = await js.key_value("settings")
+        for i in range(5):
+            await kv.put("mode", str(i).encode())
+    with_js(server.client_url, fill)
+    with pytest.raises(DataLossRefused, match=r"max_msgs_per_subject.*keys and revisions.*allowDataLoss"):
+        managed.update(kv_inputs("settings", {"history": 2}))
+    assert RawJetStream(server.client_url).stream("KV_settings")["state"]["messages"] == 5
+    managed.update(kv_inputs("settings", {"history": 2, "allowDataLoss": True}))
+    assert RawJetStream(server.client_url).stream("KV_settings")["state"]["messages"] == 2
+    # raising a limit is free
+    managed.update(kv_inputs("settings", {"history": 8}))
+
+
+def test_removing_a_bucket_with_objects_is_refused_without_the_opt_in(server, objs):
+    managed = Managed(objs).create(obj_inputs("photos", {}))
+    close_all_clients()
+
+    async def put(js):
+        store = await js.object_store("photos")
+        await store.put("cat.jpg", b"meow" * 1000)
+    with_js(server.client_url, put)
+    with pytest.raises(DataLossRefused):
+        managed.delete()
+    assert RawJetStream(server.client_url).stream("OBJ_photos")["state"]["messages"] > 0
+
+
+def test_the_mapping_equals_what_nats_py_makes_apart_from_the_two_flags(server):
+    """nats-py 2.16's create_key_value, against ours for the same options: equal but for allow_msg_ttl and
+    allow_direct (see streams/buckets.py)."""
+    with_js(server.client_url, lambda js: js.create_key_value(bucket="same", history=4, ttl=600, max_bytes=2**20,
+                                                              max_value_size=1024, description="d"))
+    theirs = RawJetStream(server.client_url).stream("KV_same")["config"]
+    ours = bucket_wire_config(KEY_VALUE, "same", {"history": 4, "ttl": "10m", "maxBytes": "1MB", "maxValueSize": "1KB",
+                                                  "description": "d"})
+    plan = plan_stream_change(theirs, ours)
+    assert set(plan.changed) <= {"allow_msg_ttl", "allow_direct"}, plan.changed
+
+
+@pytest.mark.parametrize("raw, says", [
+    ({"keyValues": {"bad name": {}}}, "key-value bucket 'bad name': bucket names are"),
+    ({"keyValues": {"cfg": {"history": 65}}}, "key-value bucket 'cfg': history: a whole number from 1 to 64"),
+    ({"keyValues": {"cfg": {"ttl": "soon"}}}, "key-value bucket 'cfg': ttl:"),
+    ({"keyValues": {"cfg": {"historyy": 2}}}, "key-value bucket 'cfg': historyy: unknown option"),
+    ({"objectStores": {"fw": {"history": 2}}}, "object store 'fw': history: unknown option"),
+    ({"objectStores": {"fw": {"storage": "tape"}}}, "object store 'fw': storage:"),
+    ({"keyValues": {"cfg": {"replicas": 3}}}, "key-value bucket 'cfg': replicas:"),
+])
+def test_bad_bucket_declarations_fail_at_preview_naming_the_option(raw, says):
+    with pytest.raises(CatalogError) as err:
+        load_all_buckets(raw)
+    assert str(err.value).startswith(says), str(err.value)
+
+
+def test_a_bucket_colliding_with_a_stream_fails_at_preview():
+    catalog = load_catalog({"KV_cfg": {"subjects": ["cfg.>"]}, "everything": {"subjects": ["$KV.>"]}})
+    with pytest.raises(CatalogError, match="like a declared stream"):
+        load_all_buckets({"keyValues": {"cfg": {}}}, streams=catalog[:1])
+    with pytest.raises(CatalogError, match=r"overlap '\$KV.>' of stream 'everything'"):
+        load_all_buckets({"keyValues": {"other": {}}}, streams=catalog[1:])
+
+
+def test_bucket_reservations_count_against_the_store():
+    with pytest.raises(CatalogError, match="maxBytes add up"):
+        load_all_buckets({"objectStores": {"fw": {"maxBytes": "8GiB"}}},
+                         streams=load_catalog({"a": {"subjects": ["a"], "maxBytes": "4GiB"}}),
+                         store_limits={"file": 10 * 2**30, "memory": 2**30})
+
+
+def test_mirror_and_sources_follow_nats_go():
+    mirror = stream_declaration_for(KEY_VALUE, "copy", {"mirror": "origin"})
+    assert mirror["mirror"] == {"name": "KV_origin"} and mirror["mirrorDirect"] and "subjects" not in mirror
+    sourced = stream_declaration_for(KEY_VALUE, "merged", {"sources": ["a", "KV_b"]})
+    assert sourced["sources"] == [
+        {"name": "KV_a", "subjectTransforms": [{"source": "$KV.a.>", "destination": "$KV.merged.>"}]},
+        {"name": "KV_b", "subjectTransforms": [{"source": "$KV.b.>", "destination": "$KV.merged.>"}]}]
+    assert sourced["subjects"] == ["$KV.merged.>"]
+
+
+def test_a_sourced_bucket_serves_the_origins_keys_through_the_client_api(server, kvs):
+    Managed(kvs).create(kv_inputs("site-a", {}))
+    Managed(kvs).create(kv_inputs("all-sites", {"sources": ["site-a"]}))
+    close_all_clients()
+
+    async def use(js):
+        await (await js.key_value("site-a")).put("door", b"open")
+        merged = await js.key_value("all-sites")
+        for _ in range(100):
+            try:
+                return (await merged.get("door")).value
+            except nats.js.errors.KeyNotFoundError:
+                await asyncio.sleep(0.05)
+    assert with_js(server.client_url, use) == b"open"
