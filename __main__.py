@@ -23,7 +23,7 @@ try:
     buckets = load_all_buckets(config, streams=catalog, max_replicas=settings.replicas,
                                store_limits=settings.jetstream.store_limits)
     stream_warnings = backup_stream_warnings(settings, catalog)
-    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
     admin_password = read_admin_password() if settings.auth.enabled else None
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
@@ -37,7 +37,8 @@ nats = NatsDeployment("nats", NatsDeploymentArgs(settings, users, admin_password
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 declare_buckets(buckets, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 if settings.backups.enabled and credentials_warning is None:
-    NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog), read_backup_credentials()),
+    NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, backup_streams(settings, catalog, buckets),
+                                                     read_backup_credentials()),
                   pulumi.ResourceOptions(depends_on=[nats.namespace]))
 
 for key, value in connection_details(settings, users, buckets).items():

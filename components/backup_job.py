@@ -142,12 +142,13 @@ _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL
                "runAsNonRoot": True}
 
 
-def backup_streams(settings: Settings, catalog) -> list[str]:
-    """The streams the job backs up: the configured list, else every file-backed stream of the catalog
-    (memory streams cannot be snapshotted)."""
+def backup_streams(settings: Settings, catalog, buckets=()) -> list[str]:
+    """The streams the job backs up: the configured list, else every file-backed stream of the catalog and every
+    file-backed bucket's stream (KV_<name>, OBJ_<name>; memory streams cannot be snapshotted)."""
     if settings.backups.streams is not None:
         return list(settings.backups.streams)
-    return [spec.name for spec in catalog if spec.config.get("storage", "file") == "file"]
+    return [spec.name for spec in catalog if spec.config.get("storage", "file") == "file"] + \
+        [b.stream_name for b in buckets if b.config.get("storage", "file") == "file"]
 
 
 def backup_stream_warnings(settings: Settings, catalog) -> list[str]:

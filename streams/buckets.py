@@ -83,8 +83,9 @@ def _check(kind: BucketKind, bucket: str, decl: Mapping[str, Any]) -> None:
         raise CatalogError(where, "compression", f"expected true (S2) or false, got {decl['compression']!r}")
     if "direct" in decl and not isinstance(decl["direct"], bool):
         raise CatalogError(where, "direct", f"expected true or false, got {decl['direct']!r}")
-    history = decl.get("history", 1)
-    if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= MAX_HISTORY:
+    history = decl.get("history", 1)   # over gRPC every number arrives as a double: 5.0 is 5
+    if isinstance(history, bool) or not isinstance(history, (int, float)) or history != int(history) \
+            or not 1 <= history <= MAX_HISTORY:
         raise CatalogError(where, "history", f"a whole number from 1 to {MAX_HISTORY} (the clients' limit), "
                                              f"got {history!r}")
     if "mirror" in decl and "sources" in decl:

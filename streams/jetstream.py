@@ -30,6 +30,7 @@ T = TypeVar("T")
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 STREAM_NAME_IN_USE = 10058   # create: a stream of that name exists with another config
+INSUFFICIENT_STORAGE = 10047  # create: its maxBytes does not fit what the store has left unreserved
 CONSUMER_EXISTS = 10148      # create action: a consumer of that name exists with another config
 CONSUMER_MISSING = 10149     # update action: no consumer of that name
 STREAM_SUBJECT_OVERLAP = 10065

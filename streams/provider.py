@@ -35,8 +35,8 @@ from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_
                              consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
                              stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
-from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, STREAM_NAME_IN_USE, JetStreamApiError,
-                               JetStreamClient, client_for)
+from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, STREAM_NAME_IN_USE,
+                               JetStreamApiError, JetStreamClient, client_for)
 from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
 from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
@@ -282,11 +282,17 @@ async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss:
     try:  # the common case in one round trip; an identical stream of ours is a success too
         return await c.create_stream(_mark(desired)), 0
     except JetStreamApiError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
+        # The server checks the storage reservation before it looks for the stream: re-creating an existing
+        # stream whose maxBytes is more than half its store is refused as insufficient storage (10047), not as
+        # a name in use. Either way, look for the stream.
+        if exc.err_code not in (STREAM_NAME_IN_USE, INSUFFICIENT_STORAGE):
             raise
+        refused = exc
     info = await c.stream_info(name)
-    if info is None:  # deleted in between
-        return await c.create_stream(_mark(desired)), 0
+    if info is None:
+        if refused.err_code == INSUFFICIENT_STORAGE:
+            raise refused
+        return await c.create_stream(_mark(desired)), 0  # deleted in between
     desired = keep_from_server(desired, info, keep)
     plan = plan_stream_change(info["config"], desired)
     if plan.action != "replace":

@@ -21,6 +21,7 @@ from components.settings import load_settings
 from streams.catalog import load_catalog
 from streams.connection import quiet_error_cb
 from streams.jetstream import close_all_clients
+from streams.buckets import load_all_buckets
 from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
 from streams.local.users import write_local_auth
@@ -78,7 +79,7 @@ class Homelab:
 def homelab(tmp_path):
     lab = Homelab(tmp_path / "lab", secured_raw())
     lab.start()
-    apply_catalog(lab.catalog, lab.url, login=lab.admin())
+    apply_catalog(lab.catalog, lab.url, login=lab.admin(), buckets=load_all_buckets(lab.raw))
     close_all_clients()
     yield lab
     lab.server.stop()

@@ -252,3 +252,130 @@ def test_a_sourced_bucket_serves_the_origins_keys_through_the_client_api(server,
             except nats.js.errors.KeyNotFoundError:
                 await asyncio.sleep(0.05)
     assert with_js(server.client_url, use) == b"open"
+
+
+def test_re_applying_a_store_reserving_most_of_the_disk_adopts_it(server, objs):
+    """nats-server checks the reservation before it looks for an existing stream: a second create of the
+    homelab's 5GB firmware store (10Gi file store) is refused as insufficient storage (10047). Both the
+    bucket and a stream of that size must still be re-applied (make dev twice, or a create after lost state)."""
+    first = Managed(objs).create(obj_inputs("firmware", {"maxBytes": "6GB"}))
+    again = Managed(configured(ObjectStoreProvider, server.client_url)).create(obj_inputs("firmware", {"maxBytes": "6GB"}))
+    assert again.outputs["created"] == first.outputs["created"]   # (streams take the same path: provider.py)
+
+
+# ---------------------------------------------------------------- backups, check, the local mode, the program
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from streams.local.apply import apply_catalog  # noqa: E402
+from tests.pulumi_harness import ROOT, run_program, stack_config  # noqa: E402
+from tests.test_settings import homelab_raw  # noqa: E402
+
+
+def cli(*args, env=None):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    return subprocess.run([sys.executable, "-m", "streams", *args], cwd=ROOT, env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=300)
+
+
+async def bucket_contents(js) -> dict:
+    kv = await js.key_value("device-config")
+    keys = {}
+    for key in sorted(await kv.keys()):
+        keys[key] = [(e.revision, e.value, e.operation) for e in await kv.history(key)]
+    store = await js.object_store("firmware")
+    objects = {}
+    for info in await store.list():
+        got = await store.get(info.name)
+        objects[info.name] = (hashlib.sha256(got.data).hexdigest(), got.info.digest)
+    return {"keys": keys, "objects": objects}
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_buckets_back_up_and_restore_with_keys_revisions_and_object_bytes(server, tmp_path, where, request):
+    raw = homelab_raw()
+    apply_catalog((), server.client_url, buckets=load_all_buckets(raw))
+    close_all_clients()
+
+    async def fill(js):
+        kv = await js.key_value("device-config")
+        for i in range(4):
+            await kv.put("sensor-1.interval", str(10 * i).encode())
+        await kv.put("sensor-2.interval", b"60")
+        await kv.put("sensor-3.interval", b"5")
+        await kv.delete("sensor-3.interval")
+        store = await js.object_store("firmware")
+        await store.put("esp32-v1.bin", os.urandom(3 * 2**20))
+        await store.put("esp32-v2.bin", os.urandom(20 * 2**20 + 17))
+        return await bucket_contents(js)
+    before = with_js(server.client_url, fill)
+    env = {"NATS_URL": server.client_url}
+    if where == "folder":
+        target = ["--to", str(tmp_path / "backups")]
+        source = {s: ["--from", str(tmp_path / "backups" / s)] for s in ("KV_device-config", "OBJ_firmware")}
+    else:
+        bucket = request.getfixturevalue("s3_env")
+        target = ["--bucket", bucket]
+        source = {s: ["--bucket", bucket] for s in ("KV_device-config", "OBJ_firmware")}
+    done = cli("backup", "KV_device-config", "OBJ_firmware", *target, env=env)
+    assert done.returncode == 0, done.stderr
+    for stream in ("KV_device-config", "OBJ_firmware"):
+        RawJetStream(server.client_url).api(f"$JS.API.STREAM.DELETE.{stream}")
+    for stream, args in source.items():
+        restored = cli("restore", stream, *args, env=env)
+        assert restored.returncode == 0, restored.stderr
+    assert with_js(server.client_url, bucket_contents) == before
+    assert before["keys"]["sensor-1.interval"][-1][:2] == (4, b"30") and before["objects"]
+
+
+def test_check_reports_each_bucket(server, capsys):
+    from streams.cli import main
+    raw = homelab_raw()
+    apply_catalog(load_catalog(raw["streams"]), server.client_url, buckets=load_all_buckets(raw))
+    close_all_clients()
+
+    async def put(js):
+        await (await js.key_value("device-config")).put("a", b"1")
+    with_js(server.client_url, put)
+
+    def report():
+        main(["check", "--server", server.client_url, "--monitor", server.monitoring_url, "--json",
+              "--no-round-trip"])
+        return {f["subject"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    found = report()
+    assert found["key-value bucket 'device-config'"]["level"] == "ok"
+    assert "as declared; 1 keys" in found["key-value bucket 'device-config'"]["message"]
+    assert found["object store 'firmware'"]["level"] == "ok" and "of 5368709120 (0%)" in \
+        found["object store 'firmware'"]["message"]
+    rawjs = RawJetStream(server.client_url)
+    cfg = rawjs.stream("KV_device-config")["config"]
+    rawjs.api("$JS.API.STREAM.UPDATE.KV_device-config", {**cfg, "max_msgs_per_subject": 2})
+    rawjs.api("$JS.API.STREAM.DELETE.OBJ_firmware")
+    found = report()
+    assert found["key-value bucket 'device-config'"]["level"] == "fail" and "max_msgs_per_subject" in \
+        found["key-value bucket 'device-config'"]["message"]
+    assert found["object store 'firmware'"]["level"] == "fail" and "missing" in found["object store 'firmware'"]["message"]
+
+
+def test_the_homelab_stack_declares_a_bucket_and_an_object_store_as_resources():
+    run = run_program(stack_config("homelab"))
+    [kv] = run.of_type("pulumi-python:dynamic/nats:KeyValue")
+    [obj] = run.of_type("pulumi-python:dynamic/nats:ObjectStore")
+    assert kv.name == "kv-device-config" and kv.inputs["name"] == "device-config" and kv.inputs["history"] == 5
+    assert obj.name == "objectstore-firmware" and obj.inputs["maxBytes"] == "5GB"
+    assert run.exports["keyValues"] == {"device-config": "KV_device-config"}
+    assert run.exports["objectStores"] == {"firmware": "OBJ_firmware"}
+
+
+def test_make_dev_applies_the_buckets(tmp_path):
+    from streams.local.server import free_port
+    args = ["dev", "--once", "--port", str(free_port()), "--http-port", str(free_port()), "--data-dir",
+            str(tmp_path / "dev")]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "applied key-value bucket device-config" in first.stdout and "applied object store firmware" in first.stdout
+    assert '"keyValues": {' in first.stdout
+    again = cli(*args)   # idempotent, the 5GB reservation included
+    assert again.returncode == 0, again.stderr

@@ -8,6 +8,7 @@ import pytest
 
 from streams.local.server import free_port, local_layout, start_server
 from components.nats_conf import render_nats_conf
+from streams.buckets import load_all_buckets
 from streams.local.apply import apply_catalog
 from streams.catalog import load_catalog
 from streams.cli import main
@@ -20,7 +21,7 @@ from tests.test_settings import homelab_raw
 @pytest.fixture
 def homelab(nats_server, homelab_settings):
     server = nats_server()
-    apply_catalog(load_catalog(homelab_raw()["streams"]), server.client_url)
+    apply_catalog(load_catalog(homelab_raw()["streams"]), server.client_url, buckets=load_all_buckets(homelab_raw()))
     close_all_clients()
     return server
 

@@ -212,7 +212,7 @@ def test_backup_cron_job(homelab):
     [snap], [upload] = pod["initContainers"], pod["containers"]
     assert snap["image"].startswith("natsio/nats-box:") and upload["image"].startswith("minio/mc:RELEASE.")
     env = {e["name"]: e.get("value") for e in snap["env"]}
-    assert env["STREAMS"] == "iot-sensors app-logs sensors analytics"  # file-backed; `events` is memory
+    assert env["STREAMS"] == "iot-sensors app-logs sensors analytics KV_device-config OBJ_firmware"  # file-backed; `events` is memory
     assert env["NATS_URL"] == "nats://nats:4222"
     up = {e["name"]: e for e in upload["env"]}
     assert up["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "nats-backup-s3"

@@ -240,3 +240,28 @@ def test_consumer_replacement_as_the_engine_runs_it(engine, nats_server):
     engine.create(CONSUMER_URN, opted)
     engine.delete(CONSUMER_URN, cid, old_outs)  # the old resource: a newer consumer stands there now
     assert raw.consumer("intr", "c")["config"]["deliver_policy"] == "last"
+
+
+def test_key_value_bucket_lifecycle_over_grpc(engine, nats_server):
+    from streams.bucket_provider import KeyValueProvider
+    from tests.test_buckets import kv_inputs
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    urn = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:KeyValue::kv-device-config"
+    decl = {"history": 5, "ttl": "30d", "storage": "file"}
+    inputs, failures = engine.check(urn, {}, with_provider(kv_inputs("device-config", decl), KeyValueProvider()))
+    assert failures == []
+    id_, outs = engine.create(urn, inputs)
+    assert id_ == "KV_device-config" and raw.stream(id_)["config"]["max_msgs_per_subject"] == 5
+    rid, routs, rinputs = engine.read(urn, id_, outs)
+    assert rinputs["history"] == 5 and rinputs["ttl"] == "30d"
+    assert engine.diff(urn, id_, routs, inputs).changes == provider_pb2.DiffResponse.DIFF_NONE
+    d = engine.diff(urn, id_, routs, with_provider(kv_inputs("device-config", {**decl, "storage": "memory"}),
+                                                   KeyValueProvider()))
+    assert list(d.replaces) == ["storage"]
+    _, failures = engine.check(urn, {}, with_provider({**kv_inputs("device-config", decl), "history": 99},
+                                                      KeyValueProvider()))
+    assert failures and failures[0][0] == "history" and "1 to 64" in failures[0][1]
+    engine.delete(urn, id_, routs)
+    assert raw.stream(id_)["error"]["err_code"] == 10059

@@ -132,6 +132,37 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
     return found
 
 
+async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
+    """Each declared bucket: it exists, is as declared (the two flags the clients set differently aside: see
+    streams/buckets.py), and how full it is against its maxBytes."""
+    from streams.buckets import unmanaged_keys
+
+    found = []
+    for b in buckets:
+        where = b.kind.where(b.name)
+        info = await _api(nc, f"$JS.API.STREAM.INFO.{b.stream_name}")
+        if "error" in info:
+            found.append(Finding(FAIL, where, f"missing on the server (stream {b.stream_name}); `pulumi up` (or "
+                                              "`make dev` locally) creates it"))
+            continue
+        keep = unmanaged_keys(b.kind, b.declaration)
+        desired = {**{k: v for k, v in b.config.items() if k not in keep},
+                   **{k: info["config"][k] for k in keep if k in info["config"]}}
+        plan = plan_stream_change(info["config"], desired)
+        if plan.changes:
+            found.append(Finding(FAIL, where, f"drift: differs from the declaration in {', '.join(plan.changed)}"))
+            continue
+        used, limit = info["state"].get("bytes", 0), info["config"].get("max_bytes", -1)
+        what = "keys" if b.kind.kind == "keyValue" else "objects' chunks"
+        size = f"{info['state'].get('messages', 0)} {what}, {used} bytes"
+        if limit and limit > 0:
+            level = WARN if used >= store_warn * limit else OK
+            found.append(Finding(level, where, f"as declared; {size} of {limit} ({used / limit:.0%})"))
+        else:
+            found.append(Finding(OK, where, f"as declared; {size} (no maxBytes)"))
+    return found
+
+
 async def _round_trip(nc, stream: str, config: dict) -> Finding:
     where = f"stream {stream}"
     subject = probe_subject(config.get("subjects") or [])
@@ -161,7 +192,8 @@ async def _round_trip(nc, stream: str, config: dict) -> Finding:
 
 
 async def run_checks(server: str, monitor_url: str, settings: Settings, specs: tuple[StreamSpec, ...], *,
-                     store_warn: float = 0.8, lag_warn: int = 1000, round_trip: bool = True) -> list[Finding]:
+                     store_warn: float = 0.8, lag_warn: int = 1000, round_trip: bool = True,
+                     buckets=()) -> list[Finding]:
     findings, usable = await asyncio.to_thread(check_server, monitor_url, settings, store_warn)
     if not usable:
         return findings  # nothing further can be checked without a reachable server with JetStream
@@ -171,6 +203,7 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
+        findings += await check_buckets(nc, buckets, store_warn=store_warn)
     except nats.errors.Error as exc:
         findings.append(Finding(FAIL, "streams", f"could not read the streams: {describe_failure(nc, exc)}"))
     finally:
@@ -199,7 +232,7 @@ def add_parser(sub) -> None:
 
 def cmd_check(args) -> int:
     try:
-        settings, specs = load_stack(args.stack)
+        settings, specs, buckets = load_stack(args.stack)
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -212,7 +245,7 @@ def cmd_check(args) -> int:
     monitor = (args.monitor or os.environ.get("NATS_MONITOR_URL")
                or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}")
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,
-                                      lag_warn=args.lag_warn, round_trip=not args.no_round_trip))
+                                      lag_warn=args.lag_warn, round_trip=not args.no_round_trip, buckets=buckets))
     missing_keys = backup_credentials_warning(settings, set(read_stack_file(args.stack)))
     if missing_keys:
         findings.append(Finding(WARN, "backups", missing_keys))

@@ -48,13 +48,16 @@ def load_stack(stack: str, warn=None):
     """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would (users included)."""
     from components.auth import plan_users
     from components.backup_job import backup_streams
+    from streams.buckets import load_all_buckets
 
     raw = read_stack_file(stack, warn=warn)
     settings = load_settings(raw)
     catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas,
                            store_limits=settings.jetstream.store_limits)
-    plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
-    return settings, catalog
+    buckets = load_all_buckets(raw, streams=catalog, max_replicas=settings.replicas,
+                               store_limits=settings.jetstream.store_limits)
+    plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
+    return settings, catalog, buckets
 
 
 def add_parser(sub) -> None:
@@ -72,7 +75,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
-        settings, catalog = load_stack(args.stack, warn=lambda w: print(f"warning: {w}", file=sys.stderr))
+        settings, catalog, buckets = load_stack(args.stack, warn=lambda w: print(f"warning: {w}", file=sys.stderr))
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,13 +84,13 @@ def run(args) -> int:
     lock = WorkdirLock(workdir, f"python -m streams dev --stack {args.stack}, nats://{args.host}:{args.port}")
     try:
         with lock:
-            return _serve(args, settings, catalog, layout, workdir)
+            return _serve(args, settings, catalog, buckets, layout, workdir)
     except LocalServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _serve(args, settings, catalog, layout, workdir: Path) -> int:
+def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
     from dataclasses import replace
 
     from components.auth import plan_users
@@ -101,7 +104,7 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
               "connections on this machine", file=sys.stderr)
         settings = replace(settings, tls=replace(settings.tls, enabled=False))
     login = None
-    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog), admin=settings.admin_user)
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
     if users:
         include, passwords = write_local_auth(workdir, users, f"nats://{layout.host}:{layout.client_port}")
         layout = replace(layout, auth_include=include)
@@ -109,8 +112,9 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
     server = start_server(settings, layout, workdir)
     with server:
         try:
-            applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas, login=login)
-            leftovers = undeclared(catalog, server.client_url, login=login)
+            applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas, login=login,
+                                    buckets=buckets)
+            leftovers = undeclared(catalog, server.client_url, login=login, buckets=buckets)
         except Exception as exc:  # refused data loss, adoption conflicts: say so, stop cleanly
             print(f"error: applying the stream catalog failed: {exc}", file=sys.stderr)
             close_all_clients()
@@ -122,7 +126,7 @@ def _serve(args, settings, catalog, layout, workdir: Path) -> int:
             print(f"applied {item.kind} {item.name}{removed}")
         for line in leftovers:
             print(f"not declared: {line}; make dev leaves it in place")
-        details = {**connection_details(settings, users), **external_urls(args.host, args.port, args.http_port)}
+        details = {**connection_details(settings, users, buckets), **external_urls(args.host, args.port, args.http_port)}
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))
         print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.")
