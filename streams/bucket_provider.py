@@ -53,7 +53,10 @@ class _BucketProvider(StreamProvider):
         if unknown:
             return DiffResult(changes=True, replaces=[k for k in unknown if k == "storage"],
                               delete_before_replace=False)
-        plan = plan_stream_change(self._wire(olds), self._wire(news))
+        old = self._wire(olds)
+        # the flags left to the server stay as they are, as update() will leave them
+        new = keep_from_server(self._wire(news), {"config": old}, unmanaged_keys(self.KIND, self._declared(news)))
+        plan = plan_stream_change(old, new)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [bucket_option(self.KIND, _camel(STREAM_FIELDS, k)) for k in plan.replace_keys]
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)

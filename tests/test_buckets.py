@@ -379,3 +379,18 @@ def test_make_dev_applies_the_buckets(tmp_path):
     assert '"keyValues": {' in first.stdout
     again = cli(*args)   # idempotent, the 5GB reservation included
     assert again.returncode == 0, again.stderr
+
+
+def test_limit_markers_are_what_the_server_takes(server, kvs):
+    managed = Managed(kvs).create(kv_inputs("presence", {"ttl": "1h", "limitMarkerTtl": "5m"}))
+    cfg = RawJetStream(server.client_url).stream("KV_presence")["config"]
+    assert cfg["allow_msg_ttl"] is True and cfg["subject_delete_marker_ttl"] == 300 * 10**9
+    managed.refresh()
+    assert managed.inputs["limitMarkerTtl"] == "5m"
+    assert not managed.diff(kv_inputs("presence", {"ttl": "1h", "limitMarkerTtl": "5m"})).changes
+    # without the markers declared, message TTLs stay on (the server cannot turn them off): an update
+    d = managed.diff(kv_inputs("presence", {"ttl": "1h", "direct": True}))
+    assert d.changes and d.replaces == []
+    managed.update(kv_inputs("presence", {"ttl": "1h", "direct": True}))
+    cfg = RawJetStream(server.client_url).stream("KV_presence")["config"]
+    assert cfg["allow_msg_ttl"] is True and not cfg.get("subject_delete_marker_ttl")
