@@ -12,23 +12,23 @@ The resource's id is the stream's name (`KV_<bucket>`, `OBJ_<bucket>`); messages
 """
 from __future__ import annotations
 
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, UpdateResult
+from pulumi.dynamic import DiffResult, ReadResult
 
 from streams.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
                              bucket_wire_config, unmanaged_keys)
 from streams.catalog import CatalogError, STREAM_FIELDS
-from streams.jetstream import JetStreamClient
 from streams.plan import plan_stream_change
-from streams.provider import (StreamProvider, _camel, _create_or_adopt_stream, _has_unknown, _int, _mark,
-                              _update_stream, keep_from_server)
+from streams.provider import StreamProvider, _camel, _has_unknown, _int, keep_from_server
 
 
 class _BucketProvider(StreamProvider):
     KIND: BucketKind
-    DATA: str   # what the data is, for refusals
 
     def _declared(self, props: dict) -> dict:
         return {k: v for k, v in props.items() if k in self.KIND.options or k in CONTROL}
+
+    def _keep(self, props: dict) -> tuple[str, ...]:
+        return unmanaged_keys(self.KIND, self._declared(props))
 
     def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
         return bucket_wire_config(self.KIND, props["name"], self._declared(props),
@@ -55,34 +55,11 @@ class _BucketProvider(StreamProvider):
                               delete_before_replace=False)
         old = self._wire(olds)
         # the flags left to the server stay as they are, as update() will leave them
-        new = keep_from_server(self._wire(news), {"config": old}, unmanaged_keys(self.KIND, self._declared(news)))
+        new = keep_from_server(self._wire(news), {"config": old}, self._keep(news))
         plan = plan_stream_change(old, new)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [bucket_option(self.KIND, _camel(STREAM_FIELDS, k)) for k in plan.replace_keys]
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
-
-    def create(self, props: dict) -> CreateResult:
-        desired = self._wire(props)
-        keep = unmanaged_keys(self.KIND, self._declared(props))
-
-        async def create(c: JetStreamClient):
-            return await _create_or_adopt_stream(c, desired, bool(props.get("allowDataLoss")),
-                                                 guard_limits=self.DATA, keep=keep)
-        info, removed = self._client().run(create)
-        return CreateResult(desired["name"], self._outs(props, info, removed))
-
-    def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
-        desired = self._wire(news)
-        keep = unmanaged_keys(self.KIND, self._declared(news))
-
-        async def apply(c: JetStreamClient):
-            current = await c.stream_info(desired["name"])
-            if current is None:
-                return await c.create_stream(_mark(desired)), 0
-            return await _update_stream(c, current, keep_from_server(desired, current, keep),
-                                        bool(news.get("allowDataLoss")), guard_limits=self.DATA)
-        info, removed = self._client().run(apply)
-        return UpdateResult(self._outs(news, info, removed))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         info = self._client().run(lambda c: c.stream_info(id_))
@@ -96,9 +73,9 @@ class _BucketProvider(StreamProvider):
 
 class KeyValueProvider(_BucketProvider):
     KIND = KEY_VALUE
-    DATA = "keys and revisions"
+    GUARD_LIMITS = "keys and revisions"
 
 
 class ObjectStoreProvider(_BucketProvider):
     KIND = OBJECT_STORE
-    DATA = "objects"
+    GUARD_LIMITS = "objects"

@@ -155,6 +155,14 @@ class _JetStreamProvider(ResourceProvider):
 # ================================================================ streams
 
 class StreamProvider(_JetStreamProvider):
+    # For buckets (streams/bucket_provider.py): what their data is, which makes a lowered limit on a store that
+    # holds data a refusal without allowDataLoss (for a stream it is applied and reported).
+    GUARD_LIMITS: str | None = None
+
+    def _keep(self, props: dict) -> tuple[str, ...]:
+        """Wire keys left as the server has them (none for a stream)."""
+        return ()
+
     # ------------------------------------------------------------ offline
     def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
         return stream_wire_config(props["name"], _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS),
@@ -188,9 +196,10 @@ class StreamProvider(_JetStreamProvider):
         async def create(c: JetStreamClient):
             if renamed_from:
                 await _retire_renamed_stream(c, renamed_from, desired, allow_loss)
-            return await _create_or_adopt_stream(c, desired, allow_loss)
+            return await _create_or_adopt_stream(c, desired, allow_loss, guard_limits=self.GUARD_LIMITS,
+                                                 keep=self._keep(props))
         info, removed = self._client().run(create)
-        return CreateResult(props["name"], self._outs(props, info, removed))
+        return CreateResult(desired["name"], self._outs(props, info, removed))
 
     def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
         desired = self._wire(news)
@@ -200,7 +209,8 @@ class StreamProvider(_JetStreamProvider):
             current = await c.stream_info(desired["name"])
             if current is None:  # deleted out of band since the last refresh: make it again
                 return await c.create_stream(_mark(desired)), 0
-            return await _update_stream(c, current, desired, allow_loss)
+            return await _update_stream(c, current, keep_from_server(desired, current, self._keep(news)), allow_loss,
+                                        guard_limits=self.GUARD_LIMITS)
         info, removed = self._client().run(apply)
         return UpdateResult(self._outs(news, info, removed))
 

@@ -75,34 +75,33 @@ def bucket_props(spec: "BucketSpec", *, jetstream_servers: int) -> dict:
             "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers}
 
 
-class KeyValue(Resource, module="nats", name="KeyValue"):
+class _Bucket(Resource):
+    created: pulumi.Output[str]
+    config: pulumi.Output[dict]
+    messagesRemoved: pulumi.Output[int]
+
+    def __init__(self, provider, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
+                 opts: pulumi.ResourceOptions | None = None):
+        props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
+                 "messagesRemoved": None}
+        super().__init__(provider, resource_name, props,
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect)))
+
+
+class KeyValue(_Bucket, module="nats", name="KeyValue"):
     """A JetStream key-value bucket (the stream KV_<name>). Outputs as for Stream."""
-    created: pulumi.Output[str]
-    config: pulumi.Output[dict]
-    messagesRemoved: pulumi.Output[int]
 
-    def __init__(self, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, resource_name: str, spec: "BucketSpec", **kwargs):
         from streams.bucket_provider import KeyValueProvider
-        props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
-                 "messagesRemoved": None}
-        super().__init__(KeyValueProvider(), resource_name, props,
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect)))
+        super().__init__(KeyValueProvider(), resource_name, spec, **kwargs)
 
 
-class ObjectStore(Resource, module="nats", name="ObjectStore"):
+class ObjectStore(_Bucket, module="nats", name="ObjectStore"):
     """A JetStream object store (the stream OBJ_<name>). Outputs as for Stream."""
-    created: pulumi.Output[str]
-    config: pulumi.Output[dict]
-    messagesRemoved: pulumi.Output[int]
 
-    def __init__(self, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, resource_name: str, spec: "BucketSpec", **kwargs):
         from streams.bucket_provider import ObjectStoreProvider
-        props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
-                 "messagesRemoved": None}
-        super().__init__(ObjectStoreProvider(), resource_name, props,
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=spec.protect)))
+        super().__init__(ObjectStoreProvider(), resource_name, spec, **kwargs)
 
 
 def declare_buckets(specs: Sequence["BucketSpec"], *, jetstream_servers: int,
