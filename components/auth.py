@@ -8,9 +8,10 @@ The user declares application users by what they do, not in NATS permission synt
         iot-devices: {publish: ["sensors.>"]}           # publish, with JetStream acks
         analytics:   {consume: ["sensors/analytics"]}   # pull and ack one declared consumer
 
-and the project adds the users its own parts need: `admin` (the stream provider, nats-box, restores; its
-name is `homelab-nats:natsUser` when set), `backup` (snapshots of the backed-up streams only) and `monitor`
-(read-only JetStream information, for `python -m streams check`). The Prometheus exporter needs no user: it
+and the project adds the users its own parts need: `admin` (the stream provider and restores; its name is
+`homelab-nats:natsUser` when set), `nats-box` (the operator's shell, every permission, its own password),
+`backup` (snapshots of the backed-up streams only) and `monitor` (read-only JetStream information, for
+`python -m streams check`). The Prometheus exporter needs no user: it
 reads the HTTP monitoring port, which nats-server does not authenticate.
 
 Each role is expanded here into the exact subjects it needs. Sources read for them:
@@ -45,7 +46,8 @@ from components.settings import SettingsError, config_key
 ADMIN = "admin"
 BACKUP = "backup"
 MONITOR = "monitor"
-BUILT_IN_USERS = (BACKUP, MONITOR)
+NATS_BOX = "nats-box"
+BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX)
 # User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
 _USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 _USER_KEYS = ("publish", "consume", "namespace")
@@ -193,7 +195,9 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
         return ()
     declared = {(spec.name, c.name) for spec in catalog for c in spec.consumers}
     stream_subjects = [(spec.name, s) for spec in catalog for s in spec.config.get("subjects", [])]
-    users = [ServerUser(admin), ServerUser(BACKUP, backup_permissions(backup_streams)),
+    # nats-box is the operator's shell (the guide's `kubectl exec … -- nats …`): every permission, but its own
+    # user and password, so the provider's (natsPassword) never sits in a pod.
+    users = [ServerUser(admin), ServerUser(NATS_BOX), ServerUser(BACKUP, backup_permissions(backup_streams)),
              ServerUser(MONITOR, monitor_permissions())]
     for user in auth.users:
         where = _key(f"users.{user.name}")

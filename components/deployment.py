@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import backup_job, manifests
-from components.auth import ServerUser, render_auth_conf
+from components.auth import NATS_BOX, ServerUser, render_auth_conf
 from components.kube import declare
 from components.nats_conf import AUTH_FILE
 from components.settings import Settings
@@ -46,7 +46,8 @@ class NatsDeployment(pulumi.ComponentResource):
                                                                   args.user_namespaces or {}), in_ns)
             server_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.users.auth_secret])
         self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), server_opts)
-        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, admin_password=args.admin_password),
+        box_password = self.users.passwords[NATS_BOX] if self.users else None
+        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, password=box_password),
                                 pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
         self.volume_snapshots = None
         self.claim_labels = []
@@ -112,8 +113,9 @@ class NatsUsersArgs:
 
 class NatsUsers(pulumi.ComponentResource):
     """The NATS users: a generated password per user (the admin's is homelab-nats:natsPassword), the Secret the
-    server includes (users, passwords, permissions) and, for every user but the admin, a Secret a workload mounts.
-    Every password stays a secret: in the state, the Secrets and the outputs."""
+    server includes (users, passwords, permissions) and, for every user but the admin and nats-box (whose
+    password goes into its context), a Secret a workload mounts. Every password stays a secret: in the state, the
+    Secrets and the outputs."""
 
     def __init__(self, name: str, args: NatsUsersArgs, opts: pulumi.ResourceOptions | None = None):
         import pulumi_random
@@ -129,9 +131,12 @@ class NatsUsers(pulumi.ComponentResource):
             # Letters and digits only: a password that goes into URLs and shells without quoting.
             passwords[user.name] = pulumi_random.RandomPassword(
                 f"{name}-{user.name}-password", length=32, special=False, opts=child).result
+            if user.name == NATS_BOX:
+                continue
             secret = manifests.user_secret(s, user, args.user_namespaces.get(user.name))
             secret["stringData"] = {**secret["stringData"], "NATS_PASSWORD": pulumi.Output.secret(passwords[user.name])}
             self.user_secrets[user.name] = declare(k8s.core.v1.Secret, f"{name}-{user.name}", secret, child)
+        self.passwords = passwords
         users = args.users
         content = pulumi.Output.all(**passwords).apply(lambda pw: render_auth_conf(users, pw))
         self.auth_secret = declare(k8s.core.v1.Secret, f"{name}-auth", {
@@ -142,7 +147,7 @@ class NatsUsers(pulumi.ComponentResource):
 @dataclass
 class NatsBoxArgs:
     settings: Settings
-    admin_password: pulumi.Input[str] | None = None
+    password: pulumi.Input[str] | None = None   # the nats-box user's, when auth is on
 
 
 class NatsBox(pulumi.ComponentResource):
@@ -153,7 +158,7 @@ class NatsBox(pulumi.ComponentResource):
         s = args.settings
         contexts = manifests.nats_box_contexts_secret(s)
         if s.auth.enabled:
-            contexts["stringData"] = {"default.json": pulumi.Output.secret(args.admin_password).apply(
+            contexts["stringData"] = {"default.json": pulumi.Output.secret(args.password).apply(
                 lambda password: manifests.nats_box_context(s, password))}
         self.contexts = declare(k8s.core.v1.Secret, f"{name}-contexts", contexts, pulumi.ResourceOptions(parent=self))
         self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment", manifests.nats_box_deployment(s),

@@ -327,10 +327,11 @@ def cluster_dns_url(settings: Settings) -> str:
 
 def nats_box_context(settings: Settings, password: str | None = None) -> str:
     """The nats CLI context inside nats-box (natscli context JSON: url, user, password). With auth on it logs in
-    as the admin user; the Secret holding it is then a secret in Pulumi's state too."""
+    as the nats-box user; the Secret holding it is then a secret in Pulumi's state too."""
     context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
     if settings.auth.enabled:
-        context.update(user=settings.admin_user, password=password or "")
+        from components.auth import NATS_BOX
+        context.update(user=NATS_BOX, password=password or "")
     if settings.tls.enabled:
         context["ca"] = CA_FILE
     return json.dumps(context, indent=2) + "\n"

@@ -49,8 +49,10 @@ def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str
 
 
 def users_entry(settings: Settings, user) -> dict:
-    from components.auth import secret_name
+    from components.auth import NATS_BOX, secret_name
 
+    if user.name == NATS_BOX:
+        return {"permissions": "all", "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}
     if user.permissions is None:
         return {"permissions": "all", "password": f"the {config_key('natsPassword')} secret"}
     namespace = next((u.namespace for u in settings.auth.users if u.name == user.name), None) or settings.namespace

@@ -176,7 +176,7 @@ class Settings:
     monitoring: Monitoring = field(default_factory=Monitoring)
     tls: Tls = field(default_factory=Tls)
     auth: Any = None            # components.auth.Auth (users and permissions; off unless enabled)
-    admin_user: str = "admin"   # the provider's and nats-box's user when auth is on (homelab-nats:natsUser)
+    admin_user: str = "admin"   # the provider's user when auth is on (homelab-nats:natsUser)
     warnings: tuple[str, ...] = field(default=())
 
     @property

@@ -127,6 +127,6 @@ def read_admin_password():
     password = pulumi.Config(PROJECT).get_secret("natsPassword")
     if password is None:
         raise SettingsError(f"{config_key('auth.enabled')} is true but {config_key('natsPassword')} is not set: it is "
-                            "the admin user's password (the stream provider and nats-box log in with it). Set it with "
+                            "the admin user's password (the stream provider logs in with it). Set it with "
                             "`pulumi config set --secret natsPassword <password>` (e.g. from `openssl rand -hex 24`)")
     return password

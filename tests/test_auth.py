@@ -343,7 +343,7 @@ def _secret_keys():
 
 def all_passwords(run) -> list[str]:
     generated = [generated_password(r.name) for r in run.of_type("random:index/randomPassword:RandomPassword")]
-    assert len(generated) == 4   # backup, monitor, iot-devices, analytics; the admin's is natsPassword
+    assert len(generated) == 5   # nats-box, backup, monitor, iot-devices, analytics; the admin's is natsPassword
     return [ADMIN_PASSWORD, *generated]
 
 
@@ -375,19 +375,24 @@ def test_no_password_in_the_config_map_any_plaintext_input_or_output(secured):
 
 
 def test_the_auth_file_the_program_renders_is_what_a_server_accepts(secured, tmp_path):
-    """The Secret's file, with the program's passwords, loads in a real server and logs the admin in."""
+    """The Secret's file, with the program's passwords, loads in a real server and logs the admin and nats-box
+    (with the password in its context) in."""
     from components.nats_conf import render_nats_conf
     auth_conf = as_manifest(secured.one(SECRET, "nats-auth"))["stringData"]["auth.conf"]
     settings = load_settings(secured_raw())
     layout = replace(local_layout(tmp_path), auth_include="auth.conf")
     (tmp_path / "auth.conf").write_text(auth_conf)
     with start_server(settings, layout, tmp_path, conf_text=render_nats_conf(settings, layout)) as server:
+        box = json.loads(as_manifest(secured.one(SECRET, "nats-box-contexts"))["stringData"]["default.json"])
+
         async def go():
-            nc = await nats.connect(server.client_url, user="admin", password=ADMIN_PASSWORD)
-            info = await nc.jetstream().account_info()
-            await nc.close()
-            return info
-        assert run(go()) is not None
+            infos = []
+            for user, password in (("admin", ADMIN_PASSWORD), (box["user"], box["password"])):
+                nc = await nats.connect(server.client_url, user=user, password=password)
+                infos.append(await nc.jetstream().account_info())
+                await nc.close()
+            return infos
+        assert all(info is not None for info in run(go()))
 
 
 def test_each_user_gets_a_secret_a_workload_mounts(secured):
@@ -399,10 +404,12 @@ def test_each_user_gets_a_secret_a_workload_mounts(secured):
         assert data["NATS_INBOX_PREFIX"] == f"_INBOX_{user}" and len(data["NATS_PASSWORD"]) == 32
         sd = secret.inputs["stringData"]
         assert is_secret(sd) or is_secret(sd["NATS_PASSWORD"])
-    assert "nats-user-admin" not in secrets
+    assert "nats-user-admin" not in secrets and "nats-user-nats-box" not in secrets
     box = as_manifest(secrets["nats-box-contexts"])["stringData"]["default.json"]
+    [box_password] = [generated_password(r.name) for r in secured.of_type("random:index/randomPassword:RandomPassword")
+                      if r.name == "nats-users-nats-box-password"]
     assert json.loads(box) == {"description": "homelab NATS (in-cluster)", "url": "nats://nats:4222",
-                               "user": "admin", "password": ADMIN_PASSWORD}
+                               "user": "nats-box", "password": box_password}
     assert is_secret(secrets["nats-box-contexts"].inputs["stringData"]) or \
         is_secret(secrets["nats-box-contexts"].inputs["stringData"]["default.json"])
 
@@ -569,7 +576,7 @@ def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
     folder = tmp_path / "dev" / "auth"
     assert f"set -a; . {folder / 'admin.env'}; set +a" in first.stdout and "applied consumer sensors/analytics" in first.stdout
     passwords = json.loads((folder / "passwords.json").read_text())
-    assert set(passwords) == {"admin", "backup", "monitor", "iot-devices", "analytics"}
+    assert set(passwords) == {"admin", "nats-box", "backup", "monitor", "iot-devices", "analytics"}
     for pw in passwords.values():
         assert pw not in first.stdout + first.stderr
     for f in folder.iterdir():
