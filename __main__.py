@@ -23,7 +23,8 @@ try:
     buckets = load_all_buckets(config, streams=catalog, max_replicas=settings.replicas,
                                store_limits=settings.jetstream.store_limits)
     stream_warnings = backup_stream_warnings(settings, catalog)
-    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
+                       buckets=buckets)
     admin_password = read_admin_password() if settings.auth.enabled else None
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback

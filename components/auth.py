@@ -50,7 +50,8 @@ NATS_BOX = "nats-box"
 BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX)
 # User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
 _USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
-_USER_KEYS = ("publish", "consume", "namespace")
+_USER_KEYS = ("publish", "consume", "keyValues", "objectStores", "namespace")
+ACCESS = ("read", "write")
 
 MONITOR_SUBJECTS = ("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*",
                     "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*")
@@ -58,10 +59,13 @@ MONITOR_SUBJECTS = ("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST
 
 @dataclass(frozen=True)
 class AppUser:
-    """An application user as declared: subjects it publishes to, stream/consumer pairs it consumes."""
+    """An application user as declared: subjects it publishes to, stream/consumer pairs it consumes, and the
+    key-value buckets and object stores it reads or writes."""
     name: str
     publish: tuple[str, ...] = ()
     consume: tuple[tuple[str, str], ...] = ()
+    key_values: tuple[tuple[str, str], ...] = ()      # (bucket, "read" | "write")
+    object_stores: tuple[tuple[str, str], ...] = ()
     namespace: str | None = None   # where its Secret goes (default: the NATS namespace)
 
 
@@ -129,8 +133,8 @@ def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
                                 f"{', '.join(BUILT_IN_USERS)}); choose another name")
         decl = decl or {}
         if not isinstance(decl, Mapping) or set(decl) - set(_USER_KEYS):
-            raise SettingsError(f"{where}: expected {{publish: [subjects], consume: [stream/consumer], namespace}}, "
-                                f"got {decl!r}")
+            raise SettingsError(f"{where}: expected {{publish: [subjects], consume: [stream/consumer], keyValues: "
+                                f"{{bucket: read|write}}, objectStores: {{bucket: read|write}}, namespace}}, got {decl!r}")
         publish = _list_of_text(decl.get("publish"), f"{where}.publish", '["sensors.>"]')
         for subject in publish:
             problem = subject_problem(subject)
@@ -142,14 +146,21 @@ def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
             if not consumer or name_problem(stream) or name_problem(consumer):
                 raise SettingsError(f"{where}.consume: {pair!r} is not STREAM/CONSUMER (e.g. \"sensors/analytics\")")
             pairs.append((stream, consumer))
-        if not publish and not pairs:
-            raise SettingsError(f"{where}: give it something to do: publish (subjects) and/or consume "
-                                "(stream/consumer pairs)")
+        stores = {}
+        for key in ("keyValues", "objectStores"):
+            value = decl.get(key) or {}
+            if not isinstance(value, Mapping) or not all(isinstance(b, str) and a in ACCESS for b, a in value.items()):
+                raise SettingsError(f"{where}.{key}: expected a map of bucket names to read or write, e.g. "
+                                    f"{{device-config: read}}; got {value!r}")
+            stores[key] = tuple(value.items())
+        if not publish and not pairs and not any(stores.values()):
+            raise SettingsError(f"{where}: give it something to do: publish (subjects), consume (stream/consumer "
+                                "pairs), keyValues or objectStores")
         namespace = decl.get("namespace")
         if namespace is not None and (not isinstance(namespace, str)
                                       or not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace)):
             raise SettingsError(f"{where}.namespace: {namespace!r} is not a namespace name")
-        users.append(AppUser(name, publish, tuple(pairs), namespace))
+        users.append(AppUser(name, publish, tuple(pairs), stores["keyValues"], stores["objectStores"], namespace))
     return Auth(enabled=enabled, users=tuple(users))
 
 
@@ -169,7 +180,34 @@ def app_user_permissions(user: AppUser, catalog) -> dict:
         if deliver:  # a push consumer: its delivery subject, and replies to the server's flow control
             subscribe.append(deliver)
             publish.append(f"$JS.FC.{stream}.>")
-    return _permissions(publish, subscribe)
+    return _permissions(publish + bucket_subjects(user), subscribe)
+
+
+def _store_reader(stream: str) -> list[str]:
+    """Reading a key-value bucket or object store through the clients: its info, a message by subject (direct get
+    when the stream allows it, else the API), and the ordered consumers of watch, history, keys and object
+    chunks with their flow control (nats-py js/manager.py get_msg, js/client.py subscribe ordered_consumer).
+    nats-py's object store finds the chunks' stream by subject ($JS.API.STREAM.NAMES: the names of the streams,
+    none of their contents)."""
+    return ["$JS.API.STREAM.NAMES", f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>", f"$JS.API.CONSUMER.INFO.{stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{stream}.>", f"$JS.FC.{stream}.>"]
+
+
+def bucket_subjects(user: AppUser) -> list[str]:
+    """What the user publishes to use its buckets: reads for both accesses; writes add the bucket's subjects
+    (`$KV.<bucket>.>`; an object store's chunks and metadata, and the purge that replacing an object does)."""
+    out = []
+    for bucket, access in user.key_values:
+        out += _store_reader(f"KV_{bucket}")
+        if access == "write":
+            out.append(f"$KV.{bucket}.>")
+    for bucket, access in user.object_stores:
+        out += _store_reader(f"OBJ_{bucket}")
+        if access == "write":
+            out += [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}"]
+    return out
 
 
 def backup_permissions(streams: Iterable[str]) -> dict:
@@ -185,7 +223,8 @@ def monitor_permissions() -> dict:
     return _permissions(MONITOR_SUBJECTS, [f"{inbox_prefix(MONITOR)}.>"])
 
 
-def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str = ADMIN) -> tuple[ServerUser, ...]:
+def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str = ADMIN,
+               buckets=()) -> tuple[ServerUser, ...]:
     """Every user of the server with its permissions, after checking each subject and consumer an application
     user names against the catalog (at preview: the server would accept a permission for a stream that does not
     exist, and the application would fail at run time)."""
@@ -212,6 +251,14 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
                 known = ", ".join(f"{s}/{c}" for s, c in sorted(declared)) or "none"
                 raise SettingsError(f"{where}.consume: {stream}/{consumer} is not a declared consumer (declared: "
                                     f"{known}); declare it under homelab-nats:streams.{stream}.consumers")
+        for key, kind, pairs in (("keyValues", "keyValue", user.key_values),
+                                 ("objectStores", "objectStore", user.object_stores)):
+            declared_buckets = sorted(b.name for b in buckets if b.kind.kind == kind)
+            for bucket, _ in pairs:
+                if bucket not in declared_buckets:
+                    raise SettingsError(f"{where}.{key}: {bucket!r} is not a declared bucket (declared: "
+                                        f"{', '.join(declared_buckets) or 'none'}); declare it under "
+                                        f"homelab-nats:{key}")
         users.append(ServerUser(user.name, app_user_permissions(user, catalog)))
     return tuple(users)
 

@@ -30,6 +30,8 @@ from tests.test_settings import homelab_raw
 
 USERS = {"iot-devices": {"publish": ["sensors.>"]},
          "analytics": {"consume": ["sensors/analytics"]}}
+BUCKET_USERS = {"thermostat": {"keyValues": {"device-config": "read"}, "objectStores": {"firmware": "read"}},
+                "provisioner": {"keyValues": {"device-config": "write"}, "objectStores": {"firmware": "write"}}}
 
 
 def secured_raw(users=USERS) -> dict:
@@ -49,7 +51,9 @@ class Homelab:
 
     @property
     def users(self):
-        return plan_users(self.settings.auth, self.catalog, backup_streams(self.settings, self.catalog))
+        buckets = load_all_buckets(self.raw)
+        return plan_users(self.settings.auth, self.catalog, backup_streams(self.settings, self.catalog, buckets),
+                          buckets=buckets)
 
     def write_auth(self) -> None:
         include, self.passwords = write_local_auth(self.workdir, self.users, self.url)
@@ -585,3 +589,53 @@ def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
     second = dev()   # passwords are kept: what workloads were given still logs in
     assert second.returncode == 0, second.stderr
     assert json.loads((folder / "passwords.json").read_text()) == passwords
+
+
+def test_bucket_readers_and_writers_through_the_client_api(tmp_path):
+    lab = Homelab(tmp_path / "lab", secured_raw({**USERS, **BUCKET_USERS}))
+    lab.start()
+    try:
+        apply_catalog(lab.catalog, lab.url, login=lab.admin(), buckets=load_all_buckets(lab.raw))
+        close_all_clients()
+        firmware = os.urandom(3 * 2**20)
+
+        async def go():
+            writer = await Client().connect(lab.url, **lab.login("provisioner"))
+            wjs = writer.nc.jetstream()
+            kv = await wjs.key_value("device-config")
+            await kv.put("sensor-1.interval", b"10")
+            await kv.put("sensor-1.interval", b"30")
+            await (await wjs.object_store("firmware")).put("esp32.bin", firmware)
+
+            reader = await Client().connect(lab.url, **lab.login("thermostat"))
+            rjs = reader.nc.jetstream()
+            rkv = await rjs.key_value("device-config")
+            assert (await rkv.get("sensor-1.interval")).value == b"30"
+            assert [e.value for e in await rkv.history("sensor-1.interval")] == [b"10", b"30"]
+            watch = await rkv.watch("sensor-1.>")
+            assert (await watch.updates(timeout=2)).value == b"30"
+            got = await (await rjs.object_store("firmware")).get("esp32.bin")
+            assert got.data == firmware
+            # a reader does not write, and neither reaches the streams
+            with pytest.raises(nats.errors.TimeoutError):
+                await rkv.put("sensor-1.interval", b"0")
+            assert await reader.refused('Publish to "$KV.device-config.sensor-1.interval"')
+            with pytest.raises(nats.errors.TimeoutError):
+                await writer.nc.request("$JS.API.STREAM.INFO.iot-sensors", b"", timeout=0.5)
+            assert await writer.refused("$JS.API.STREAM.INFO.iot-sensors")
+            with pytest.raises(nats.errors.TimeoutError):
+                await writer.nc.request("$JS.API.STREAM.DELETE.KV_device-config", b"", timeout=0.5)
+            assert (await kv.get("sensor-1.interval")).value == b"30"
+            await reader.nc.close()
+            await writer.nc.close()
+        run(go())
+    finally:
+        close_all_clients()
+        lab.server.stop()
+
+
+def test_a_user_naming_an_undeclared_bucket_fails_at_preview():
+    with pytest.raises(pulumi.RunError, match=r"^homelab-nats:auth.users.cam.objectStores: 'snapshots' is not a "
+                                              r"declared bucket \(declared: firmware\)"):
+        run_program(secured_config({"cam": {"objectStores": {"snapshots": "write"}}}),
+                    secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))

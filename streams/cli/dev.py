@@ -56,7 +56,8 @@ def load_stack(stack: str, warn=None):
                            store_limits=settings.jetstream.store_limits)
     buckets = load_all_buckets(raw, streams=catalog, max_replicas=settings.replicas,
                                store_limits=settings.jetstream.store_limits)
-    plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
+    plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
+               buckets=buckets)
     return settings, catalog, buckets
 
 
@@ -104,7 +105,8 @@ def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
               "connections on this machine", file=sys.stderr)
         settings = replace(settings, tls=replace(settings.tls, enabled=False))
     login = None
-    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user)
+    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
+                       buckets=buckets)
     if users:
         include, passwords = write_local_auth(workdir, users, f"nats://{layout.host}:{layout.client_port}")
         layout = replace(layout, auth_include=include)
