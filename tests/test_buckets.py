@@ -128,27 +128,33 @@ def test_drift_after_refresh_shows_the_option(server, kvs):
     assert managed.diff(kv_inputs("drifty", {"history": 3})).changes
 
 
-# Each change: (option, before, after). The plan must be what the server does with it (tried first).
+# Each change: (kind, option, before, after). The plan must be what the server does with it (tried first).
 CHANGES = [
-    ("history", 3, 10), ("ttl", "1h", "2h"), ("maxBytes", "10MB", "20MB"), ("maxValueSize", "1KB", "2KB"),
-    ("description", "a", "b"), ("compression", False, True), ("storage", "file", "memory"),
-    ("metadata", {"owner": "a"}, {"owner": "b"}), ("replicas", 1, 1),
+    ("kv", "history", 3, 10), ("kv", "ttl", "1h", "2h"), ("kv", "maxBytes", "10MB", "20MB"),
+    ("kv", "maxValueSize", "1KB", "2KB"), ("kv", "description", "a", "b"), ("kv", "compression", False, True),
+    ("kv", "storage", "file", "memory"), ("kv", "metadata", {"owner": "a"}, {"owner": "b"}), ("kv", "replicas", 1, 1),
+    ("kv", "direct", True, False), ("kv", "limitMarkerTtl", "1m", "2m"),
+    ("obj", "ttl", "1d", "2d"), ("obj", "maxBytes", "1GB", "2GB"), ("obj", "compression", True, False),
+    ("obj", "storage", "memory", "file"), ("obj", "description", None, "firmware"),
 ]
 
 
-@pytest.mark.parametrize("option, before, after", CHANGES)
-def test_each_change_is_planned_as_the_server_decides(server, kvs, option, before, after):
+@pytest.mark.parametrize("kind, option, before, after", CHANGES)
+def test_each_change_is_planned_as_the_server_decides(server, kvs, objs, kind, option, before, after):
+    bucket_kind, provider, inputs = (KEY_VALUE, kvs, kv_inputs) if kind == "kv" else (OBJECT_STORE, objs, obj_inputs)
     name = f"plan-{option.lower()}"
-    old_cfg = bucket_wire_config(KEY_VALUE, name, {option: before})
-    new_cfg = bucket_wire_config(KEY_VALUE, name, {option: after})
+    decl_before = {} if before is None else {option: before}
+    old_cfg = bucket_wire_config(bucket_kind, name, decl_before)
+    new_cfg = bucket_wire_config(bucket_kind, name, {option: after})
     raw = RawJetStream(server.client_url)
-    created = raw.api(f"$JS.API.STREAM.CREATE.KV_{name}", old_cfg)
+    stream = bucket_kind.stream_name(name)
+    created = raw.api(f"$JS.API.STREAM.CREATE.{stream}", old_cfg)
     assert "error" not in created, created
-    answer = raw.api(f"$JS.API.STREAM.UPDATE.KV_{name}", new_cfg)
+    answer = raw.api(f"$JS.API.STREAM.UPDATE.{stream}", new_cfg)
     server_says = "none" if before == after else "replace" if "error" in answer else "update"
-    raw.api(f"$JS.API.STREAM.DELETE.KV_{name}")
-    managed = Managed(kvs).create(kv_inputs(name, {option: before}))
-    diff = managed.diff(kv_inputs(name, {option: after}))
+    raw.api(f"$JS.API.STREAM.DELETE.{stream}")
+    managed = Managed(provider).create(inputs(name, decl_before))
+    diff = managed.diff(inputs(name, {option: after}))
     planned = "replace" if diff.replaces else "update" if diff.changes else "none"
     assert planned == server_says, (answer, diff.replaces)
     if diff.replaces:
