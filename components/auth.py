@@ -77,9 +77,10 @@ class Auth:
 
 @dataclass(frozen=True)
 class ServerUser:
-    """One user as the server sees it: its name and permissions (None: everything)."""
+    """One user as the server sees it: its name and permissions (None: everything), and where its Secret goes."""
     name: str
     permissions: Mapping[str, Any] | None = field(default=None, hash=False)
+    namespace: str | None = None   # None: the NATS namespace
 
     @property
     def inbox_prefix(self) -> str | None:
@@ -259,7 +260,7 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
                     raise SettingsError(f"{where}.{key}: {bucket!r} is not a declared bucket (declared: "
                                         f"{', '.join(declared_buckets) or 'none'}); declare it under "
                                         f"homelab-nats:{key}")
-        users.append(ServerUser(user.name, app_user_permissions(user, catalog)))
+        users.append(ServerUser(user.name, app_user_permissions(user, catalog), user.namespace))
     return tuple(users)
 
 

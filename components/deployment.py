@@ -24,7 +24,6 @@ class NatsDeploymentArgs:
     settings: Settings
     users: tuple[ServerUser, ...] = ()                 # components.auth.plan_users; empty when auth is off
     admin_password: pulumi.Input[str] | None = None    # homelab-nats:natsPassword, when auth is on
-    user_namespaces: dict | None = None                # user name -> the namespace of its Secret
 
 
 class NatsDeployment(pulumi.ComponentResource):
@@ -42,8 +41,7 @@ class NatsDeployment(pulumi.ComponentResource):
         self.users = None
         server_opts = in_ns
         if s.auth.enabled:
-            self.users = NatsUsers(f"{name}-users", NatsUsersArgs(s, args.users, args.admin_password,
-                                                                  args.user_namespaces or {}), in_ns)
+            self.users = NatsUsers(f"{name}-users", NatsUsersArgs(s, args.users, args.admin_password), in_ns)
             server_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.users.auth_secret])
         self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), server_opts)
         box_password = self.users.passwords[NATS_BOX] if self.users else None
@@ -108,7 +106,6 @@ class NatsUsersArgs:
     settings: Settings
     users: tuple[ServerUser, ...]
     admin_password: pulumi.Input[str]
-    user_namespaces: dict
 
 
 class NatsUsers(pulumi.ComponentResource):
@@ -133,7 +130,7 @@ class NatsUsers(pulumi.ComponentResource):
                 f"{name}-{user.name}-password", length=32, special=False, opts=child).result
             if user.name == NATS_BOX:
                 continue
-            secret = manifests.user_secret(s, user, args.user_namespaces.get(user.name))
+            secret = manifests.user_secret(s, user)
             secret["stringData"] = {**secret["stringData"], "NATS_PASSWORD": pulumi.Output.secret(passwords[user.name])}
             self.user_secrets[user.name] = declare(k8s.core.v1.Secret, f"{name}-{user.name}", secret, child)
         self.passwords = passwords

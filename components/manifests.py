@@ -347,11 +347,11 @@ def auth_secret(settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, AUTH_SECRET, "nats"), "type": "Opaque"}
 
 
-def user_secret(settings: Settings, user: ServerUser, namespace: str | None = None) -> dict:
+def user_secret(settings: Settings, user: ServerUser) -> dict:
     """What a workload mounts to connect as `user`: NATS_URL (no password in it), NATS_USER, NATS_INBOX_PREFIX
     and NATS_PASSWORD (filled by the component). The names are the nats CLI's environment variables
     (natscli nats/main.go); the inbox prefix is a flag there (--inbox-prefix)."""
-    ns = namespace or settings.namespace
+    ns = user.namespace or settings.namespace
     data = {"NATS_URL": cluster_dns_url(settings), "NATS_USER": user.name}
     if user.inbox_prefix:
         data["NATS_INBOX_PREFIX"] = user.inbox_prefix

@@ -55,6 +55,5 @@ def users_entry(settings: Settings, user) -> dict:
         return {"permissions": "all", "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}
     if user.permissions is None:
         return {"permissions": "all", "password": f"the {config_key('natsPassword')} secret"}
-    namespace = next((u.namespace for u in settings.auth.users if u.name == user.name), None) or settings.namespace
-    return {"secret": f"{namespace}/{secret_name(user.name)}", "inboxPrefix": user.inbox_prefix,
+    return {"secret": f"{user.namespace or settings.namespace}/{secret_name(user.name)}", "inboxPrefix": user.inbox_prefix,
             "permissions": user.permissions}

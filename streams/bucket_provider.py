@@ -17,8 +17,8 @@ from pulumi.dynamic import DiffResult, ReadResult
 from streams.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
                              bucket_wire_config, unmanaged_keys)
 from streams.catalog import CatalogError, STREAM_FIELDS
-from streams.plan import plan_stream_change
-from streams.provider import StreamProvider, _camel, _has_unknown, _int, keep_from_server
+from streams.plan import keep_from, plan_stream_change
+from streams.provider import StreamProvider, _camel, _has_unknown, _int
 
 
 class _BucketProvider(StreamProvider):
@@ -55,7 +55,7 @@ class _BucketProvider(StreamProvider):
                               delete_before_replace=False)
         old = self._wire(olds)
         # the flags left to the server stay as they are, as update() will leave them
-        new = keep_from_server(self._wire(news), {"config": old}, self._keep(news))
+        new = keep_from(self._wire(news), old, self._keep(news))
         plan = plan_stream_change(old, new)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [bucket_option(self.KIND, _camel(STREAM_FIELDS, k)) for k in plan.replace_keys]

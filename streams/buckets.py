@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from streams.catalog import CatalogError, stream_declaration, stream_wire_config
-from streams.units import UnitError, parse_duration
 
 KV_PREFIX = "KV_"
 OBJ_PREFIX = "OBJ_"
@@ -186,14 +185,6 @@ def bucket_declaration(kind: BucketKind, config: Mapping[str, Any], declared: Ma
     if "sources" in declared and "sources" in stream:
         out["sources"] = declared["sources"]
     return out
-
-
-def parse_ttl_seconds(value: Any) -> float:
-    """A duration option in seconds (tests and messages)."""
-    try:
-        return parse_duration(value) / 1e9
-    except UnitError as exc:
-        raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)

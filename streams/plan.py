@@ -144,6 +144,12 @@ def _plan(changed: tuple[str, ...], reasons: list[tuple[str, str]]) -> Plan:
     return Plan("replace", changed, tuple(dict.fromkeys(r for _, r in reasons)), keys)
 
 
+def keep_from(desired: Mapping[str, Any], current: Mapping[str, Any], keys: tuple[str, ...]) -> dict:
+    """`desired` with `keys` as the `current` config has them (fields left to whoever set them: for buckets, the
+    flags the client libraries set differently, streams/buckets.py)."""
+    return {**{k: v for k, v in desired.items() if k not in keys}, **{k: current[k] for k in keys if k in current}}
+
+
 def plan_stream_change(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Plan:
     cur, new = normalize_stream(current), normalize_stream(desired)
     changed = _changed(cur, new)

@@ -37,7 +37,7 @@ from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_
 from streams.connection import ConnectionSettings, connection_from_config
 from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, STREAM_NAME_IN_USE,
                                JetStreamApiError, JetStreamClient, client_for)
-from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, normalize_consumer, normalize_stream,
+from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
 from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
 from streams.safety import (consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
@@ -209,7 +209,7 @@ class StreamProvider(_JetStreamProvider):
             current = await c.stream_info(desired["name"])
             if current is None:  # deleted out of band since the last refresh: make it again
                 return await c.create_stream(_mark(desired)), 0
-            return await _update_stream(c, current, keep_from_server(desired, current, self._keep(news)), allow_loss,
+            return await _update_stream(c, current, keep_from(desired, current["config"], self._keep(news)), allow_loss,
                                         guard_limits=self.GUARD_LIMITS)
         info, removed = self._client().run(apply)
         return UpdateResult(self._outs(news, info, removed))
@@ -247,14 +247,6 @@ class StreamProvider(_JetStreamProvider):
     def _outs(inputs: dict, info: dict, removed: int = 0) -> dict:
         applied = normalize_stream(_strip_server_metadata(info["config"]))
         return {**inputs, "created": info.get("created"), "config": applied, "messagesRemoved": removed}
-
-
-def keep_from_server(desired: dict, current: dict | None, keys: tuple[str, ...]) -> dict:
-    """`desired` with `keys` as the server has them (fields this tool leaves to whoever set them)."""
-    if not current or not keys:
-        return desired
-    return {**{k: v for k, v in desired.items() if k not in keys},
-            **{k: current["config"][k] for k in keys if k in current["config"]}}
 
 
 async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool, *,
@@ -303,7 +295,7 @@ async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss:
         if refused.err_code == INSUFFICIENT_STORAGE:
             raise refused
         return await c.create_stream(_mark(desired)), 0  # deleted in between
-    desired = keep_from_server(desired, info, keep)
+    desired = keep_from(desired, info["config"], keep)
     plan = plan_stream_change(info["config"], desired)
     if plan.action != "replace":
         return await _update_stream(c, info, desired, allow_loss, guard_limits=guard_limits)

@@ -58,6 +58,18 @@ def consumers(server):
     return configured(ConsumerProvider, server.client_url)
 
 
+@pytest.fixture
+def kvs(server):
+    from streams.bucket_provider import KeyValueProvider
+    return configured(KeyValueProvider, server.client_url)
+
+
+@pytest.fixture
+def objs(server):
+    from streams.bucket_provider import ObjectStoreProvider
+    return configured(ObjectStoreProvider, server.client_url)
+
+
 # ---------------------------------------------------------------- S3: moto in server mode on loopback
 
 import os  # noqa: E402

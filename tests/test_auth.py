@@ -322,8 +322,8 @@ import json  # noqa: E402
 
 import pulumi  # noqa: E402
 
-from tests.pulumi_harness import (as_manifest, encode_config, generated_password, is_secret,  # noqa: E402
-                                  run_program, stack_config)
+from tests.pulumi_harness import (TEST_SECRETS, as_manifest, encode_config, generated_password,  # noqa: E402
+                                  is_secret, run_program, stack_config)
 
 ADMIN_PASSWORD = 'adm"in\\pass$word-never-in-plaintext'
 SECRET = "kubernetes:core/v1:Secret"
@@ -337,12 +337,7 @@ def secured_config(users=USERS, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def secured():
-    return run_program(secured_config(), secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))
-
-
-def _secret_keys():
-    from tests.pulumi_harness import TEST_SECRETS
-    return tuple(TEST_SECRETS)
+    return run_program(secured_config(), secret_keys=(*TEST_SECRETS, "homelab-nats:natsPassword"))
 
 
 def all_passwords(run) -> list[str]:
@@ -430,6 +425,15 @@ def test_server_and_reloader_mount_the_auth_secret_and_the_backup_job_logs_in(se
     assert env["NATS_INBOX_PREFIX"]["value"] == "_INBOX_backup"
 
 
+def test_a_users_secret_goes_to_its_namespace():
+    run = run_program(secured_config({**USERS, "analytics": {"consume": ["sensors/analytics"], "namespace": "trino"}}),
+                      secret_keys=(*TEST_SECRETS, "homelab-nats:natsPassword"))
+    secret = run.one(SECRET, "nats-user-analytics").inputs
+    assert secret["metadata"]["namespace"] == "trino" and run.exports["users"]["analytics"]["secret"] == \
+        "trino/nats-user-analytics"
+    assert run.one(SECRET, "nats-user-iot-devices").inputs["metadata"]["namespace"] == "nats"
+
+
 def test_users_output_shows_permissions_for_review(secured):
     users = secured.exports["users"]
     assert users["iot-devices"] == {"secret": "nats/nats-user-iot-devices", "inboxPrefix": "_INBOX_iot-devices",
@@ -453,7 +457,7 @@ def test_users_output_shows_permissions_for_review(secured):
 ])
 def test_users_naming_what_the_catalog_lacks_fail_at_preview(users, key, says):
     with pytest.raises(pulumi.RunError) as err:
-        run_program(secured_config(users), secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))
+        run_program(secured_config(users), secret_keys=(*TEST_SECRETS, "homelab-nats:natsPassword"))
     assert str(err.value).startswith(key) and says in str(err.value), str(err.value)
 
 
@@ -638,4 +642,4 @@ def test_a_user_naming_an_undeclared_bucket_fails_at_preview():
     with pytest.raises(pulumi.RunError, match=r"^homelab-nats:auth.users.cam.objectStores: 'snapshots' is not a "
                                               r"declared bucket \(declared: firmware\)"):
         run_program(secured_config({"cam": {"objectStores": {"snapshots": "write"}}}),
-                    secret_keys=(*_secret_keys(), "homelab-nats:natsPassword"))
+                    secret_keys=(*TEST_SECRETS, "homelab-nats:natsPassword"))

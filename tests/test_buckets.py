@@ -10,7 +10,7 @@ import nats
 import nats.js.api
 import pytest
 
-from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
+from streams.bucket_provider import ObjectStoreProvider
 from streams.buckets import (KEY_VALUE, OBJECT_STORE, bucket_wire_config, load_all_buckets, load_buckets,
                              stream_declaration_for)
 from streams.catalog import CatalogError, load_catalog
@@ -29,16 +29,6 @@ def kv_inputs(name: str, decl: dict) -> dict:
 def obj_inputs(name: str, decl: dict) -> dict:
     [spec] = load_buckets({name: decl}, OBJECT_STORE)
     return bucket_props(spec, jetstream_servers=1)
-
-
-@pytest.fixture
-def kvs(server):
-    return configured(KeyValueProvider, server.client_url)
-
-
-@pytest.fixture
-def objs(server):
-    return configured(ObjectStoreProvider, server.client_url)
 
 
 def with_js(url, fn):

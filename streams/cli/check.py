@@ -26,7 +26,7 @@ from streams.catalog import CatalogError, StreamSpec
 from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
                                 refusals)
 from streams.cli.dev import load_stack, read_stack_file
-from streams.plan import plan_consumer_change, plan_stream_change
+from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT = {OK: 0, WARN: 1, FAIL: 2}
@@ -145,10 +145,8 @@ async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
             found.append(Finding(FAIL, where, f"missing on the server (stream {b.stream_name}); `pulumi up` (or "
                                               "`make dev` locally) creates it"))
             continue
-        keep = unmanaged_keys(b.kind, b.declaration)
-        desired = {**{k: v for k, v in b.config.items() if k not in keep},
-                   **{k: info["config"][k] for k in keep if k in info["config"]}}
-        plan = plan_stream_change(info["config"], desired)
+        plan = plan_stream_change(info["config"], keep_from(b.config, info["config"],
+                                                            unmanaged_keys(b.kind, b.declaration)))
         if plan.changes:
             found.append(Finding(FAIL, where, f"drift: differs from the declaration in {', '.join(plan.changed)}"))
             continue
