@@ -85,16 +85,22 @@ S3_ACCESS_KEY = "homelab-test-access"
 S3_SECRET_KEY = "homelab-test-SECRET-never-printed"
 
 
-def start_moto(extra_env: dict | None = None):
+def start_moto(extra_env: dict | None = None, tls: tuple[Path, Path, Path] | None = None):
+    """moto's S3 on a free loopback port; over https with `tls` = (certificate, key, the CA that signed it)."""
+    import ssl
+
     port = free_port()
     env = {**os.environ, **(extra_env or {})}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    if tls:
+        cmd += ["-c", str(tls[0]), "-k", str(tls[1])]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(tls[2])) if tls else None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            urllib.request.urlopen(url + "/moto-api/", timeout=1, context=context)
             return proc, url
         except OSError:
             time.sleep(0.1)

@@ -411,3 +411,69 @@ def test_a_failed_backup_aborts_its_upload_when_s3_answers(nats_server, s3_env):
     with pytest.raises(RuntimeError):
         run(failing_write_then_backup, server.client_url)
     assert s3.list_multipart_uploads(Bucket=s3_env).get("Uploads", []) == []
+
+
+@pytest.fixture(scope="module")
+def moto_over_https(tmp_path_factory):
+    """moto's S3 over TLS (a CA made here; boto3 trusts it through AWS_CA_BUNDLE): botocore sends trailing checksums
+    only over https."""
+    from tests.conftest import start_moto
+    from tests.test_tls import issue, make_ca
+    certs = tmp_path_factory.mktemp("s3-certs")
+    issue(certs, *make_ca(certs))
+    proc, url = start_moto(tls=(certs / "tls.crt", certs / "tls.key", certs / "ca.crt"))
+    yield url, certs / "ca.crt"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("scheme, mode, trailer", [
+    ("http", None, False), ("http", "when_required", False),
+    ("https", None, True), ("https", "when_supported", True), ("https", "when_required", False),
+])
+def test_uploads_send_trailing_checksums_only_over_https_and_unless_told_not_to(
+        nats_server, s3_env, moto_over_https, monkeypatch, scheme, mode, trailer):
+    """botocore (1.44, httpchecksum.py resolve_request_checksum_algorithm) moves the CRC32 into an unsigned
+    aws-chunked trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER) over https only; over http the payload is signed and
+    the CRC32 is a header. Garage before v1.1.0 refuses the trailer ("Invalid content sha256 hash":
+    deuxfleurs-org/garage v1.0.1 src/api/signature/payload.rs), and AWS_REQUEST_CHECKSUM_CALCULATION=when_required
+    turns it off. Every way, the backup restores whole."""
+    from streams.backup.s3 import CHECKSUM_ENV
+    if mode:
+        monkeypatch.setenv(CHECKSUM_ENV, mode)
+    if scheme == "https":
+        url, ca = moto_over_https
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+        s3_client().create_bucket(Bucket=s3_env)
+    server, fresh = nats_server(), nats_server()
+    fill_stream(RawJetStream(server.client_url), n=30)
+    client = s3_client()
+    sent = []
+    client.meta.events.register("before-send.s3.UploadPart", lambda request, **kw: sent.append(
+        {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}))
+    store = BackupStore(client, s3_env, "nats")
+
+    async def run():
+        nc = await nats.connect(server.client_url)
+        try:
+            return await backup_stream(nc, store, "iot-sensors")
+        finally:
+            await nc.close()
+    asyncio.run(run())
+    assert sent, "no part was uploaded"
+    for headers in sent:
+        assert (headers["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER") is trailer, headers
+        assert ("x-amz-trailer" in headers) is trailer
+        if mode == "when_required":
+            assert not [k for k in headers if k.startswith("x-amz-checksum-")], headers
+    assert main(["restore", "iot-sensors", "--bucket", s3_env, "--server", fresh.client_url]) == 0
+    assert all_messages(fresh.client_url, "iot-sensors") == all_messages(server.client_url, "iot-sensors")
+
+
+def test_a_wrong_checksum_mode_names_the_variable(monkeypatch, capsys):
+    from streams.backup.s3 import CHECKSUM_ENV
+    monkeypatch.setenv(CHECKSUM_ENV, "sometimes")
+    assert main(["list-backups", "--bucket", "nats-backups", "--endpoint", "http://127.0.0.1:1"]) == 1
+    assert "AWS_REQUEST_CHECKSUM_CALCULATION='sometimes': expected when_supported or when_required" in \
+        capsys.readouterr().err

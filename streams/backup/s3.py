@@ -47,23 +47,42 @@ class StoreError(RuntimeError):
     """S3 refused or could not be reached; the message says what to check (never the credentials)."""
 
 
+# The AWS SDKs' own switch (botocore reads it too, but an explicit client config would override it). when_supported,
+# the default: a CRC32 on every part. botocore 1.44 (httpchecksum.py resolve_request_checksum_algorithm) sends it as
+# a header with a signed payload over http, and over https as an aws-chunked trailer with an unsigned payload
+# (STREAMING-UNSIGNED-PAYLOAD-TRAILER). Garage before v1.1.0 refuses that trailer with "Invalid content sha256 hash"
+# (deuxfleurs-org/garage v1.0.1 src/api/signature/payload.rs) but takes the header; from v1.1.0 it takes both
+# (src/api/common/signature/payload.rs parse_x_amz_content_sha256, src/api/s3/multipart.rs). when_required: no
+# checksum unless an operation requires one, for such a store behind https.
+CHECKSUM_ENV = "AWS_REQUEST_CHECKSUM_CALCULATION"
+CHECKSUM_MODES = ("when_supported", "when_required")
+
+
+def checksum_mode() -> str:
+    """The request checksum mode: AWS_REQUEST_CHECKSUM_CALCULATION, default when_supported."""
+    mode = (os.environ.get(CHECKSUM_ENV) or "when_supported").strip().lower()
+    if mode not in CHECKSUM_MODES:
+        raise StoreError(f"{CHECKSUM_ENV}={mode!r}: expected {' or '.join(CHECKSUM_MODES)} (when_required for a store "
+                         "that refuses trailing checksums, such as Garage before v1.1.0)")
+    return mode
+
+
 def s3_client(endpoint: str | None = None, region: str | None = None, access_key: str | None = None,
               secret_key: str | None = None):
-    """A boto3 S3 client for MinIO: path-style addressing, the standard AWS variables as defaults."""
+    """A boto3 S3 client for MinIO or Garage: path-style addressing, the standard AWS variables as defaults."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
         region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        # Uploads as botocore makes them by default: aws-chunked with a trailing CRC32 and an unsigned payload
-        # (STREAMING-UNSIGNED-PAYLOAD-TRAILER). Without it ("when_required") the payload is signed, and the store
-        # hashes every byte a second time: boto3's own upload_file of 256 MiB cost moto 3.5-4.3 s of CPU that
-        # way against 1.9-2.2 s. The homelab's MinIO (RELEASE.2025-04-08T15-41-24Z) takes the trailer
-        # (minio/minio cmd/auth-handler.go isRequestUnsignedTrailerV4, since #16484). Downloads skip the
-        # response checksum, which boto3 would otherwise compute over the whole archive.
+        # Uploads as botocore makes them by default (CHECKSUM_ENV above): the CRC32 parts let the store complete
+        # the upload from their checksums; moto spent twice the CPU on CompleteMultipartUpload without them. The
+        # homelab's MinIO (RELEASE.2025-04-08T15-41-24Z) also takes the https trailer (minio/minio
+        # cmd/auth-handler.go isRequestUnsignedTrailerV4, since #16484). Downloads skip the response checksum,
+        # which boto3 would otherwise compute over the whole archive.
         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=5, read_timeout=60, request_checksum_calculation="when_supported",
+                          connect_timeout=5, read_timeout=60, request_checksum_calculation=checksum_mode(),
                           response_checksum_validation="when_required"),
     )
 
@@ -279,8 +298,11 @@ class BackupWriter:
         try:
             # CRC32 parts, as boto3's upload_file makes them: the store then completes the upload from the parts'
             # checksums (moto spent twice the CPU on CompleteMultipartUpload without them).
+            # Without checksums (when_required) the upload must not announce one: the completion would then
+            # have to carry each part's.
+            announce = {"ChecksumAlgorithm": "CRC32"} if checksum_mode() == "when_supported" else {}
             self.upload_id = store.s3.create_multipart_upload(Bucket=store.bucket, Key=self.key,
-                                                              ChecksumAlgorithm="CRC32")["UploadId"]
+                                                              **announce)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             self._pool.shutdown()
             self.spool.close()
