@@ -8,6 +8,7 @@ from components.auth import plan_users
 from components.backup_job import backup_stream_warnings, backup_streams
 from components.outputs import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
+from components.manifests import homelab_git_conflicts
 from components.settings import SettingsError, backup_credentials_warning, load_settings
 from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,
                                      read_admin_password, read_backup_credentials, read_stack_config)
@@ -26,10 +27,14 @@ try:
     users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
                        buckets=buckets)
     admin_password = read_admin_password() if settings.auth.enabled else None
+    conflicts, conflict_warnings = homelab_git_conflicts(settings)
+    if conflicts:
+        raise SettingsError("\n".join(conflicts))
 except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
 credentials_warning = backup_credentials_warning(settings, present_backup_keys())
-for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *catalog_warnings(catalog),
+for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *conflict_warnings,
+                *catalog_warnings(catalog),
                 *stream_warnings, *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 

@@ -28,12 +28,18 @@ from components import manifests
 from components.settings import Settings
 
 BACKUP_DIR = "/backup"
-SECRET_NAME = "nats-backup-s3"
+SECRET_NAME = manifests.BACKUP_S3_SECRET
 S3_ALIAS = "backup"
 
 # POSIX sh (busybox in nats-box). Environment: STREAMS, BACKUP_DIR, NATS_URL; with auth on also NATS_USER and
 # NATS_PASSWORD (read by the nats CLI itself: natscli v0.4.0 nats/main.go) and NATS_INBOX_PREFIX (a flag there).
 SNAPSHOT_SCRIPT = r"""set -u
+# The CA file is mounted from an optional volume (an ACME issuer writes no ca.crt): without it, say why and stop.
+if [ -n "${NATS_CA:-}" ] && [ ! -s "$NATS_CA" ]; then
+  echo "no CA certificate at $NATS_CA: the server certificate's Secret has no ca.crt (an ACME issuer writes none)." >&2
+  echo "Set homelab-nats:tls.trust to system (the image's CA bundle), or issue from a CA or SelfSigned issuer." >&2
+  exit 1
+fi
 # This run's backup id: the UTC time and a random suffix, so that no two runs share a folder.
 echo "$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" > "$BACKUP_DIR/ID"
 date -u +%s > "$BACKUP_DIR/NOW"
@@ -185,7 +191,7 @@ def _nats_login(settings: Settings) -> list[dict]:
     logs in as the backup user, from that user's Secret."""
     from components.auth import BACKUP, inbox_prefix, secret_name
 
-    ca = [{"name": "NATS_CA", "value": manifests.CA_FILE}] if settings.tls.enabled else []
+    ca = [{"name": "NATS_CA", "value": manifests.CA_FILE}] if manifests.client_trusts_issuer_ca(settings) else []
     if not settings.auth.enabled:
         return ca
     return ca + [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(BACKUP), "key": k}}}
@@ -232,7 +238,7 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                                     {"name": "BACKUP_DIR", "value": BACKUP_DIR},
                                     {"name": "HOME", "value": "/tmp"}] + _nats_login(settings),
                             "resources": resources,
-                            "volumeMounts": mounts + ([manifests.tls_client_mount()] if settings.tls.enabled else []),
+                            "volumeMounts": mounts + manifests.client_tls_volumes(settings)[1],
                             "securityContext": _RESTRICTED,
                         }],
                         "containers": [{
@@ -249,7 +255,7 @@ def cron_job(settings: Settings, streams: list[str]) -> dict:
                             "resources": resources, "volumeMounts": mounts, "securityContext": _RESTRICTED,
                         }],
                         "volumes": [{"name": "backup", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
-                        + ([manifests.tls_volume(settings, ca_only=True)] if settings.tls.enabled else []),
+                        + manifests.client_tls_volumes(settings)[0],
                     },
                 },
             }},

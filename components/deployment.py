@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.settings import monitor_supports_feature
 
 from components import backup_job, manifests
 from components.auth import NATS_BOX, ServerUser, render_auth_conf
@@ -86,7 +88,8 @@ class NatsServer(pulumi.ComponentResource):
         self.stateful_set = declare(
             k8s.apps.v1.StatefulSet, f"{name}-statefulset", manifests.stateful_set(s),
             pulumi.ResourceOptions(parent=self, depends_on=before_pods))
-        self.client_service = declare(k8s.core.v1.Service, f"{name}-client", manifests.client_service(s), child)
+        self.client_service = declare(k8s.core.v1.Service, f"{name}-client", manifests.client_service(s),
+                                      client_service_options(s, self, self.stateful_set))
         self.pdb = declare(k8s.policy.v1.PodDisruptionBudget, f"{name}-pdb", manifests.pod_disruption_budget(s),
                            child)
         if s.monitoring.prometheus_operator:
@@ -99,6 +102,31 @@ class NatsServer(pulumi.ComponentResource):
         self.ready_resources = [self.stateful_set, self.client_service]
         self.register_outputs({"statefulSet": self.stateful_set.metadata["name"],
                                "clientService": self.client_service.metadata["name"]})
+
+
+def client_service_options(settings: Settings, parent: pulumi.Resource,
+                           stateful_set: pulumi.Resource) -> pulumi.ResourceOptions:
+    """The client Service comes after the pods are ready, so that pulumi-kubernetes' wait on it (for endpoints and
+    the load balancer's address) is MetalLB's alone, and is cut to ADDRESS_TIMEOUT; an error hook prints what to
+    check when it ends without an address (where the Pulumi CLI runs error hooks)."""
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=[stateful_set])
+    if not settings.load_balancer.enabled:
+        return opts
+    timeouts = pulumi.CustomTimeouts(create=manifests.ADDRESS_TIMEOUT, update=manifests.ADDRESS_TIMEOUT)
+    hooks = None
+    if monitor_supports_feature(resource_pb2.RESOURCE_MONITOR_FEATURE_ERROR_HOOKS):
+        hooks = pulumi.ResourceHookBinding(on_error=[pulumi.ErrorHook("nats-no-address", no_address_hook(settings))])
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=timeouts, hooks=hooks))
+
+
+def no_address_hook(settings: Settings):
+    """The error hook's function: log what to check (manifests.no_address_hint) and never retry."""
+    def on_error(args: pulumi.ErrorHookArgs) -> bool:
+        hint = manifests.no_address_hint(settings, list(args.errors))
+        if hint:
+            pulumi.log.error(hint)
+        return False
+    return on_error
 
 
 @dataclass

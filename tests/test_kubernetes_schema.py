@@ -48,7 +48,15 @@ CONFIGS = {
         "homelab-nats:auth": {"enabled": True, "users": {"iot-devices": {"publish": ["sensors.>"]},
                                                          "analytics": {"consume": ["sensors/analytics"],
                                                                        "namespace": "trino"}}},
-        "homelab-nats:tls": {"enabled": True, "issuer": {"name": "homelab-ca"}}})},
+        "homelab-nats:tls": {"enabled": True, "issuer": {"name": "homelab-ca-issuer"}}})},
+    # An ACME issuer writes no ca.crt: clients trust the images' CA bundle and mount nothing.
+    "tls-acme": {**stack_config("homelab"), **encode_config({
+        "homelab-nats:tls": {"enabled": True, "issuer": {"name": "letsencrypt"}, "trust": "system"}})},
+    # The homelab at its Git's head: local-path, no Longhorn, no Prometheus operator, no Grafana (README).
+    "homelab-head": {**stack_config("homelab"), **encode_config({
+        "homelab-nats:jetstream": {"storageClass": "local-path"},
+        "homelab-nats:volumeSnapshots": {"enabled": False},
+        "homelab-nats:monitoring": {"prometheusOperator": False, "grafanaDashboard": False}})},
 }
 
 

@@ -90,7 +90,10 @@ def test_client_service_is_the_metallb_load_balancer(homelab):
     assert svc["spec"]["type"] == "LoadBalancer"
     # The current key only (MetalLB 0.15.3 in the homelab: brannn/homelab-foundations
     # clusters/um890/metallb/install/helmrelease.yaml); the deprecated one raises an event there.
-    assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "10.0.0.248"}
+    # The sharing key: 10.0.0.248 is ClickHouse's too (tests/test_homelab_git.py).
+    assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "10.0.0.248",
+                                              "metallb.io/allow-shared-ip": "homelab-248"}
+    assert svc["spec"]["externalTrafficPolicy"] == "Cluster"
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"nats": 4222, "monitor": 8222}
     assert "loadBalancerIP" not in svc["spec"]  # deprecated since 1.24
     headless = as_manifest(homelab.one(SVC, "nats-headless"))

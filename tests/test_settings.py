@@ -27,11 +27,14 @@ def test_defaults_equal_the_guide():
 
 
 def test_homelab_stack_file_gives_the_defaults():
-    """The stack file writes the defaults out; it only adds the nightly backups and the homelab's monitoring."""
+    """The stack file writes the defaults out; it only adds the nightly backups, the homelab's monitoring and the
+    key that shares 10.0.0.248 with ClickHouse."""
     import dataclasses
     homelab = load_settings(homelab_raw())
     defaults = load_settings({})
-    assert dataclasses.replace(homelab, backups=defaults.backups, monitoring=defaults.monitoring) == defaults
+    assert homelab.load_balancer == dataclasses.replace(defaults.load_balancer, sharing_key="homelab-248")
+    assert dataclasses.replace(homelab, backups=defaults.backups, monitoring=defaults.monitoring,
+                               load_balancer=defaults.load_balancer) == defaults
     # The homelab's kube-prometheus-stack and Grafana (see Pulumi.homelab.yaml and the README).
     assert homelab.monitoring.prometheus_operator and homelab.monitoring.dashboard_namespace == "monitoring"
     assert homelab.backups.enabled and homelab.backups.schedule == "0 3 * * *"
