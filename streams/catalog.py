@@ -15,7 +15,7 @@ from typing import Any
 from streams.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
                            check_workqueue_partition, consumer_filters, fill_consumer_defaults, fill_stream_defaults)
 from streams.subjects import name_problem, subject_problem, subjects_overlap
-from streams.units import UnitError, format_duration, parse_duration, parse_size
+from streams.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size
 
 # Keys that steer the provider rather than the server.
 STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers", "renamedFrom")
@@ -148,22 +148,12 @@ def _time(v):
 
 def canonical_time(value: str | datetime) -> str:
     """RFC 3339 in UTC with a Z, to the microsecond: the form times are compared in."""
-    dt = value if isinstance(value, datetime) else _parse_server_time(value)
+    dt = value if isinstance(value, datetime) else parse_server_time(value)
     dt = dt.astimezone(timezone.utc)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         text += f".{dt.microsecond:06d}".rstrip("0")
     return text + "Z"
-
-
-def _parse_server_time(text: str) -> datetime:
-    # The server writes nanoseconds (…:00.123456789Z); Python keeps microseconds.
-    head, _, frac = text.rstrip("Z").partition(".")
-    tz = "+00:00" if text.endswith("Z") else ""
-    if "+" in frac or "-" in frac:
-        cut = max(frac.find("+"), frac.find("-"))
-        frac, tz = frac[:cut], frac[cut:]
-    return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{tz}")
 
 
 def _percent(v):

@@ -34,6 +34,7 @@ INSUFFICIENT_STORAGE = 10047  # create: its maxBytes does not fit what the store
 CONSUMER_EXISTS = 10148      # create action: a consumer of that name exists with another config
 CONSUMER_MISSING = 10149     # update action: no consumer of that name
 STREAM_SUBJECT_OVERLAP = 10065
+NO_MESSAGE_FOUND = 10037     # MSG.GET: no message at or after what was asked
 REQUEST_TIMEOUT = 10.0
 
 

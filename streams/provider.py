@@ -24,6 +24,7 @@ Credentials come from `configure` (stack config secrets), never from inputs or o
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pulumi.output import Unknown
@@ -31,17 +32,17 @@ from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateR
                             ResourceProvider, UpdateResult)
 
 from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
-                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, check_declared_values,
+                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, canonical_time, check_declared_values,
                              consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
                              stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
-from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, STREAM_NAME_IN_USE,
+from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, NO_MESSAGE_FOUND, STREAM_NAME_IN_USE,
                                JetStreamApiError, JetStreamClient, client_for)
 from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
 from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
-from streams.safety import (consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
-                            lowered_limits, stream_message_loss)
+from streams.safety import (LIMIT_NAMES, consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
+                            limit_losses, lowered_limits, stream_message_loss)
 from streams.subjects import subjects_overlap
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -157,7 +158,7 @@ class _JetStreamProvider(ResourceProvider):
 class StreamProvider(_JetStreamProvider):
     # For buckets (streams/bucket_provider.py): what their data is, which makes a lowered limit on a store that
     # holds data a refusal without allowDataLoss (for a stream it is applied and reported).
-    GUARD_LIMITS: str | None = None
+    GUARD_LIMITS = "messages"
 
     def _keep(self, props: dict) -> tuple[str, ...]:
         """Wire keys left as the server has them (none for a stream)."""
@@ -182,9 +183,14 @@ class StreamProvider(_JetStreamProvider):
             replace_camel = {_camel(STREAM_FIELDS, k) for k in STREAM_REPLACE_KEYS}
             return DiffResult(changes=True, replaces=[k for k in unknown if k in replace_camel],
                               delete_before_replace=False)
-        plan = plan_stream_change(self._wire(olds), self._wire(news))
+        old_wire, new_wire = self._wire(olds), self._wire(news)
+        plan = plan_stream_change(old_wire, new_wire)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [_camel(STREAM_FIELDS, k) for k in plan.replace_keys]
+        note = lowered_limits_note(news.get("name"), old_wire, new_wire, bool(news.get("allowDataLoss")),
+                                   self.GUARD_LIMITS)
+        if note and not replaces:
+            _say(note)
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
 
     # ------------------------------------------------------------ online
@@ -249,20 +255,55 @@ class StreamProvider(_JetStreamProvider):
         return {**inputs, "created": info.get("created"), "config": applied, "messagesRemoved": removed}
 
 
+def lowered_limits_note(name: str, old: dict, new: dict, allow_loss: bool, what: str = "messages") -> str | None:
+    """What preview says of a tightened limit: it may delete what the stream holds, which only `up` can count."""
+    lowered = lowered_limits(old, new)
+    if not lowered:
+        return None
+    limits = ", ".join(LIMIT_NAMES[k] for k in lowered)
+    then = ("they will be deleted (allowDataLoss: true)" if allow_loss else
+            "`pulumi up` counts them against the live stream and refuses unless the declaration sets allowDataLoss: "
+            "true")
+    return f"{stream_where(name)}: lowering {limits} may delete {what} it holds beyond the new limit; {then}"
+
+
+async def _limit_facts(c: JetStreamClient, name: str, desired: dict, lowered: list[str], now: datetime) -> dict:
+    """What `limit_losses` needs beyond the stream's info, asked of the server only for the limits that tighten."""
+    facts: dict = {}
+    if "max_msgs_per_subject" in lowered:
+        info = await c.request(f"$JS.API.STREAM.INFO.{name}", {"subjects_filter": ">"})
+        facts["subject_counts"] = (info.get("state") or {}).get("subjects") or {}
+    if "max_age" in lowered:
+        cutoff = now - timedelta(microseconds=desired["max_age"] // 1000)
+        try:
+            msg = await c.request(f"$JS.API.STREAM.MSG.GET.{name}", {"start_time": canonical_time(cutoff)})
+            facts["first_seq_after_cutoff"] = msg["message"]["seq"]
+        except JetStreamApiError as exc:
+            if exc.err_code != NO_MESSAGE_FOUND:
+                raise
+    return facts
+
+
 async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow_loss: bool, *,
-                         guard_limits: str | None = None) -> tuple[dict, int]:
-    """An in-place update, refused when the server would apply it by dropping messages nobody asked to drop;
-    returns the new info and how many messages the update removed. For a stream a lowered limit is the user's
-    intent; with `guard_limits` (what the data is, for buckets: "keys and revisions", "objects") a lowered limit
-    on a store that holds data is refused without allowDataLoss."""
+                         guard_limits: str = "messages") -> tuple[dict, int]:
+    """An in-place update, refused when the server would apply it by dropping messages nobody asked to drop: a
+    tightened limit that removes what the stream holds now (counted from its state), or a switch to interest
+    retention; returns the new info and how many messages the update removed. `guard_limits` says what the data
+    is (buckets: "keys and revisions", "objects")."""
     name = desired["name"]
     cur_cfg = current["config"]
     lowered = lowered_limits(cur_cfg, desired)
-    held = stream_message_loss(current)
-    if guard_limits and lowered and held and not allow_loss:
-        raise _refuse_loss(stream_where(name), [held], f"lower {', '.join(lowered)} (dropping {guard_limits} beyond "
-                           "the new limit)", "Back it up first (python -m streams backup …), then set allowDataLoss: "
-                           "true on it to accept, or keep the limit")
+    losses = []
+    if lowered and (current.get("state") or {}).get("messages"):
+        now = datetime.now(timezone.utc)
+        facts = await _limit_facts(c, name, desired, lowered, now)
+        losses = limit_losses(current, desired, now=now, **facts)
+    if losses and not allow_loss:
+        raise _refuse_loss(
+            stream_where(name), [f"{loss} ({guard_limits} beyond the new limit)" for loss in losses],
+            f"lower {', '.join(LIMIT_NAMES[loss.limit] for loss in losses)}",
+            f"Back it up first (python -m streams backup {name} --bucket … or --to DIR), then set allowDataLoss: true "
+            "on it to accept, or keep the limit")
     if cur_cfg.get("retention", "limits") == "limits" and desired.get("retention") == "interest":
         loss = interest_conversion_loss(current, await c.consumer_infos(name))
         if loss and not allow_loss:
@@ -273,13 +314,14 @@ async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow
     info = await c.update_stream(_mark(desired))
     removed = max(0, before - (info.get("state") or {}).get("messages", 0))
     if removed:
-        tightened = ", ".join(_camel(STREAM_FIELDS, k) for k in lowered_limits(cur_cfg, desired)) or "retention"
-        _say(f"stream {name!r}: the update ({tightened}) removed {removed} messages")
+        tightened = ", ".join(LIMIT_NAMES[k] for k in lowered) or "retention"
+        _say(f"stream {name!r}: the update ({tightened}) removed {removed} messages"
+             + (" (allowDataLoss)" if allow_loss else ""))
     return info, removed
 
 
 async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool, *,
-                                  guard_limits: str | None = None, keep: tuple[str, ...] = ()) -> tuple[dict, int]:
+                                  guard_limits: str = "messages", keep: tuple[str, ...] = ()) -> tuple[dict, int]:
     name = desired["name"]
     try:  # the common case in one round trip; an identical stream of ours is a success too
         return await c.create_stream(_mark(desired)), 0

@@ -16,7 +16,11 @@ How the server loses data, read in nats-server `server/stream.go` and `server/co
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from streams.units import parse_server_time
 
 
 def stream_message_loss(info: Mapping[str, Any]) -> str | None:
@@ -70,6 +74,8 @@ def interest_conversion_loss(info: Mapping[str, Any], consumers: list[Mapping[st
 
 
 LIMIT_KEYS = ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject")
+LIMIT_NAMES = {"max_age": "maxAge", "max_msgs": "maxMsgs", "max_bytes": "maxBytes",
+               "max_msgs_per_subject": "maxMsgsPerSubject"}
 
 
 def lowered_limits(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
@@ -81,3 +87,64 @@ def lowered_limits(current: Mapping[str, Any], desired: Mapping[str, Any]) -> li
         if new not in (unlimited, 0) and (old in (unlimited, 0) or new < old):
             out.append(key)
     return out
+
+
+@dataclass(frozen=True)
+class LimitLoss:
+    """What one tightened limit would remove from the stream as the server holds it now."""
+    limit: str        # wire key
+    messages: int     # how many messages the server state implies would go (an estimate for maxBytes)
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def limit_losses(info: Mapping[str, Any], desired: Mapping[str, Any], *, now: datetime,
+                 subject_counts: Mapping[str, int] | None = None,
+                 first_seq_after_cutoff: int | None = None) -> list[LimitLoss]:
+    """What each limit the change tightens would delete, from the stream's state (nats-server 2.15.1 applies a lowered
+    limit at once on update, measured in tests/test_data_loss.py):
+    - maxMsgs, maxBytes: the oldest messages beyond the limit, only with `discard: old` (with `discard: new` the
+      server keeps what it holds and refuses new messages instead); bytes become a count through the average size;
+    - maxMsgsPerSubject: beyond the limit on each subject, whatever the discard policy (`subject_counts`, from
+      STREAM.INFO with subjects_filter);
+    - maxAge: every message older than now - maxAge (`first_seq_after_cutoff`: the sequence of the first message at
+      or after that time, from MSG.GET start_time; None when there is none, so every message would go)."""
+    state = info.get("state") or {}
+    messages, size = state.get("messages", 0), state.get("bytes", 0)
+    if not messages:
+        return []
+    current = info.get("config") or {}
+    discard_old = desired.get("discard", "old") != "new"
+    out = []
+    for key in lowered_limits(current, desired):
+        new = desired[key]
+        if key == "max_msgs" and discard_old and messages > new:
+            out.append(LimitLoss(key, messages - new, f"{messages - new} of its {messages} messages (maxMsgs {new})"))
+        elif key == "max_bytes" and discard_old and size > new:
+            average = size / messages
+            n = min(messages, -(-(size - new) // max(1, int(average))))
+            out.append(LimitLoss(key, n, f"about {n} of its {messages} messages ({size} bytes held, maxBytes {new})"))
+        elif key == "max_msgs_per_subject" and subject_counts:
+            over = {subj: count - new for subj, count in subject_counts.items() if count > new}
+            if over:
+                n = sum(over.values())
+                out.append(LimitLoss(key, n, f"{n} messages on {len(over)} subject(s) holding more than maxMsgsPerSubject {new}"))
+        elif key == "max_age":
+            first = _first_time(state.get("first_ts"))
+            cutoff = now - timedelta(microseconds=new // 1000)
+            if first is not None and first < cutoff:
+                first_seq = state.get("first_seq", 0)
+                n = messages if first_seq_after_cutoff is None else min(messages, first_seq_after_cutoff - first_seq)
+                if n > 0:
+                    out.append(LimitLoss(key, n, f"{n} of its {messages} messages, older than the new maxAge"
+                                                 f" (the oldest from {state.get('first_ts')})"))
+    return out
+
+
+def _first_time(value: Any) -> datetime | None:
+    """The stream's first message time; None for an empty stream (the server writes the zero time)."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    return parse_server_time(value)

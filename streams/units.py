@@ -11,6 +11,7 @@ Values cross to the server as integers (bytes, nanoseconds): the one place that 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
       "d": 86400 * 10**9, "w": 7 * 86400 * 10**9, "M": 30 * 86400 * 10**9, "y": 365 * 86400 * 10**9}
@@ -88,3 +89,13 @@ def format_duration(ns: int) -> str:
         if n:
             parts.append(f"{n}{unit}")
     return "".join(parts)
+
+
+def parse_server_time(text: str) -> datetime:
+    """A server timestamp as a datetime. The server writes nanoseconds (…:00.123456789Z); Python keeps microseconds."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    tz = "+00:00" if text.endswith("Z") else ""
+    if "+" in frac or "-" in frac:
+        cut = max(frac.find("+"), frac.find("-"))
+        frac, tz = frac[:cut], frac[cut:]
+    return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{tz}")

@@ -160,7 +160,7 @@ def test_lowering_history_with_data_is_refused_without_the_opt_in(server, kvs):
         for i in range(5):
             await kv.put("mode", str(i).encode())
     with_js(server.client_url, fill)
-    with pytest.raises(DataLossRefused, match=r"max_msgs_per_subject.*keys and revisions.*allowDataLoss"):
+    with pytest.raises(DataLossRefused, match=r"lower maxMsgsPerSubject: it would delete 3 messages .*keys and revisions.*allowDataLoss"):
         managed.update(kv_inputs("settings", {"history": 2}))
     assert RawJetStream(server.client_url).stream("KV_settings")["state"]["messages"] == 5
     managed.update(kv_inputs("settings", {"history": 2, "allowDataLoss": True}))

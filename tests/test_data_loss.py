@@ -2,6 +2,8 @@
 (2.15.1) with messages in the streams, as the engine drives the provider (tests/provider_harness.py)."""
 import asyncio
 import json
+import re
+import time
 
 import nats
 import pytest
@@ -197,12 +199,60 @@ def test_limits_to_interest_is_free_when_a_consumer_holds_every_message(streams,
     assert messages(raw, "conv") == 5
 
 
-def test_lowering_a_limit_is_applied_and_reports_what_it_removed(streams, raw, capfd):
+@pytest.mark.parametrize("limit, publish, expected_removed", [
+    ({"maxMsgs": 5}, [("l.a", 20)], 15),
+    ({"maxBytes": "1KB"}, [("l.a", 20)], None),                # counted from the average size
+    ({"maxMsgsPerSubject": 2}, [("l.a", 6), ("l.b", 1), ("l.c", 3)], 5),
+])
+def test_a_limit_that_would_delete_messages_is_refused_without_the_opt_in(streams, raw, capfd, limit, publish,
+                                                                          expected_removed):
+    """The count the refusal names is the one the server then removes with allowDataLoss (nats-server 2.15.1)."""
     s = Managed(streams).create(stream_inputs("low", LIMITS))
+    for subject, n in publish:
+        raw.publish(subject, [b"m" * 40] * n)
+    before = messages(raw, "low")
+    news = stream_inputs("low", {**LIMITS, **limit})
+    assert not s.diff(news).replaces
+    assert "may delete messages it holds beyond the new limit" in capfd.readouterr().err   # what preview says
+    with pytest.raises(DataLossRefused, match=r"stream 'low': refusing to lower .*allowDataLoss") as err:
+        s.update(news)
+    assert messages(raw, "low") == before  # nothing changed
+    counted = int(re.search(r"it would delete (?:about )?(\d+) ", str(err.value)).group(1))
+    assert "--to DIR" in str(err.value)
+    s.update(stream_inputs("low", {**LIMITS, **limit, "allowDataLoss": True}))
+    removed = before - messages(raw, "low")
+    assert counted == removed == s.outputs["messagesRemoved"] and (expected_removed in (None, removed))
+    assert f"removed {removed} messages (allowDataLoss)" in capfd.readouterr().err
+
+
+def test_a_lower_max_age_counts_the_messages_older_than_it(streams, raw):
+    s = Managed(streams).create(stream_inputs("aged", LIMITS))
+    raw.publish("l.old", [b"m"] * 7)
+    time.sleep(2.5)
+    raw.publish("l.new", [b"m"] * 3)
+    with pytest.raises(DataLossRefused, match=r"lower maxAge: it would delete 7 of its 10 messages, older than the new maxAge"):
+        s.update(stream_inputs("aged", {**LIMITS, "maxAge": "2s"}))
+    assert messages(raw, "aged") == 10
+    s.update(stream_inputs("aged", {**LIMITS, "maxAge": "1h"}))   # nothing that old: free
+    assert messages(raw, "aged") == 10
+
+
+@pytest.mark.parametrize("limit", [{"maxMsgs": 50}, {"maxBytes": "1MB"}, {"maxMsgsPerSubject": 20}, {"maxAge": "1h"}])
+def test_a_lower_limit_that_deletes_nothing_is_applied(streams, raw, limit):
+    s = Managed(streams).create(stream_inputs("roomy", LIMITS))
     raw.publish("l.x", [b"m"] * 10)
-    assert s.apply(stream_inputs("low", {**LIMITS, "maxMsgs": 4})) == "update"
-    assert messages(raw, "low") == 4 and s.outputs["messagesRemoved"] == 6
-    assert "stream 'low': the update (maxMsgs) removed 6 messages" in capfd.readouterr().err
+    assert s.apply(stream_inputs("roomy", {**LIMITS, **limit})) == "update"
+    assert messages(raw, "roomy") == 10 and s.outputs["messagesRemoved"] == 0
+
+
+def test_with_discard_new_a_lower_count_keeps_what_the_stream_holds(streams, raw):
+    """nats-server 2.15.1 keeps a discard-new stream's messages when maxMsgs or maxBytes is lowered below them (it
+    refuses new messages instead): nothing to refuse."""
+    decl = {**LIMITS, "discard": "new"}
+    s = Managed(streams).create(stream_inputs("dnew", decl))
+    raw.publish("l.x", [b"m"] * 10)
+    assert s.apply(stream_inputs("dnew", {**decl, "maxMsgs": 3, "maxBytes": "100B"})) == "update"
+    assert messages(raw, "dnew") == 10
 
 
 # ---------------------------------------------------------------- renames and mirrors

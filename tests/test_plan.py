@@ -1,7 +1,10 @@
 """The pure plan: (current, desired) -> none / update / replace, as tables. No server."""
+from datetime import datetime, timezone
+
 import pytest
 
 from streams.plan import normalize_stream, plan_consumer_change, plan_stream_change
+from streams.safety import limit_losses
 
 S = 10**9
 # What nats-server 2.15 returns for `{"name": "s", "subjects": ["s.>"], "max_age": 1h}`.
@@ -89,3 +92,35 @@ def test_opt_start_time_compares_as_a_time():
     current = {**SERVER_CONSUMER, "deliver_policy": "by_start_time", "opt_start_time": "2025-07-15T10:00:00Z"}
     desired = {**DESIRED_CONSUMER, "deliver_policy": "by_start_time", "opt_start_time": "2025-07-15T12:00:00+02:00"}
     assert plan_consumer_change(current, desired).action == "none"
+
+
+# ---------------------------------------------------------------- what a tightened limit deletes (streams/safety.py)
+
+NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=timezone.utc)
+HELD = {"config": {"name": "s", "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1},
+        "state": {"messages": 20, "bytes": 2000, "first_seq": 11, "first_ts": "2026-12-04T10:00:00.123456789Z"}}
+
+
+@pytest.mark.parametrize("desired, facts, expected", [
+    ({"max_msgs": 5}, {}, [("max_msgs", 15)]),
+    ({"max_msgs": 20}, {}, []),
+    ({"max_msgs": 5, "discard": "new"}, {}, []),                     # the server keeps them, refuses new ones
+    ({"max_bytes": 1500}, {}, [("max_bytes", 5)]),                   # 500 over at 100 bytes each
+    ({"max_bytes": 1450}, {}, [("max_bytes", 6)]),                   # a partial message goes whole
+    ({"max_bytes": 100, "discard": "new"}, {}, []),
+    ({"max_msgs_per_subject": 3}, {"subject_counts": {"a": 10, "b": 3, "c": 5}}, [("max_msgs_per_subject", 9)]),
+    ({"max_msgs_per_subject": 3, "discard": "new"}, {"subject_counts": {"a": 4}}, [("max_msgs_per_subject", 1)]),
+    ({"max_age": 3600 * 10**9}, {"first_seq_after_cutoff": 19}, [("max_age", 8)]),   # first kept: seq 19
+    ({"max_age": 3600 * 10**9}, {}, [("max_age", 20)]),              # no message newer than the cutoff
+    ({"max_age": 3 * 3600 * 10**9}, {}, []),                          # the oldest is 2 h old
+    ({"max_msgs": 5, "max_msgs_per_subject": 1}, {"subject_counts": {"a": 20}},
+     [("max_msgs", 15), ("max_msgs_per_subject", 19)]),
+])
+def test_limit_losses(desired, facts, expected):
+    losses = limit_losses(HELD, {**HELD["config"], **desired}, now=NOW, **facts)
+    assert [(loss.limit, loss.messages) for loss in losses] == expected
+
+
+def test_an_empty_stream_loses_nothing_to_a_limit():
+    empty = {"config": HELD["config"], "state": {"messages": 0, "bytes": 0, "first_ts": "0001-01-01T00:00:00Z"}}
+    assert limit_losses(empty, {**HELD["config"], "max_msgs": 1, "max_age": 10**9}, now=NOW) == []
