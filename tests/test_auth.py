@@ -582,7 +582,7 @@ def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
     first = dev()
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "dev" / "auth"
-    assert f"set -a; . {folder / 'admin.env'}; set +a" in first.stdout and "applied consumer sensors/analytics" in first.stdout
+    assert f"set -a; . {folder / 'admin.env'}; set +a" in first.stdout and "created consumer sensors/analytics" in first.stdout
     passwords = json.loads((folder / "passwords.json").read_text())
     assert set(passwords) == {"admin", "nats-box", "backup", "monitor", "iot-devices", "analytics"}
     for pw in passwords.values():

@@ -371,10 +371,11 @@ def test_make_dev_applies_the_buckets(tmp_path):
             str(tmp_path / "dev")]
     first = cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "applied key-value bucket device-config" in first.stdout and "applied object store firmware" in first.stdout
+    assert "created key-value bucket device-config" in first.stdout and "created object store firmware" in first.stdout
     assert '"keyValues": {' in first.stdout
     again = cli(*args)   # idempotent, the 5GB reservation included
     assert again.returncode == 0, again.stderr
+    assert "unchanged key-value bucket device-config" in again.stdout and "unchanged object store firmware" in again.stdout
 
 
 def test_limit_markers_are_what_the_server_takes(server, kvs):

@@ -31,7 +31,6 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from streams.backup.snapshot import SnapshotError, SnapshotMeta
 
-DEFAULT_ENDPOINT = "http://10.0.0.241"   # the homelab's MinIO; override with AWS_ENDPOINT_URL or --endpoint
 PART_SIZE = 8 * 1024 * 1024      # boto3's upload_file part size (s3transfer multipart_chunksize); S3 needs >= 5 MiB
 PARTS_IN_FLIGHT = 8              # spooled to temporary files, not held in memory (BackupWriter)
 READ_SIZE = 2 * 1024 * 1024
@@ -67,12 +66,20 @@ def checksum_mode() -> str:
     return mode
 
 
+def _endpoint(endpoint: str | None) -> str:
+    """The store to talk to: given, or AWS_ENDPOINT_URL. No address on the network is assumed."""
+    found = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if not found:
+        raise StoreError("no S3 endpoint: pass --endpoint or set AWS_ENDPOINT_URL")
+    return found
+
+
 def s3_client(endpoint: str | None = None, region: str | None = None, access_key: str | None = None,
               secret_key: str | None = None):
     """A boto3 S3 client for MinIO or Garage: path-style addressing, the standard AWS variables as defaults."""
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
+        endpoint_url=_endpoint(endpoint),
         region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),

@@ -20,24 +20,14 @@ import nats.errors
 from tqdm import tqdm
 
 from streams.backup.folder import FolderStore
-from streams.backup.s3 import DEFAULT_ENDPOINT, BackupStore, StoreError, s3_client
+from streams.backup.s3 import BackupStore, StoreError, s3_client
+from streams.cli.target import NoTarget, s3_endpoint, target_from_args
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
 from streams.units import UnitError, parse_duration
 
 OK, FAILED, USAGE = 0, 1, 2
-
-
-def default_server() -> str:
-    """NATS_URL, else the homelab stack's load balancer address."""
-    if os.environ.get("NATS_URL"):
-        return os.environ["NATS_URL"]
-    from components.outputs import connection_details
-    from components.settings import load_settings
-    from streams.cli.dev import read_stack_file
-    details = connection_details(load_settings(read_stack_file("homelab")))
-    return details.get("clientUrl", details["inClusterUrl"])
 
 
 def _common(p: argparse.ArgumentParser, *, server: bool = True, folder: str | None = None) -> None:
@@ -50,10 +40,13 @@ def _common(p: argparse.ArgumentParser, *, server: bool = True, folder: str | No
     else:
         p.add_argument("--bucket", required=True, help="S3 bucket holding the backups")
     p.add_argument("--prefix", default="nats", help="key prefix inside the bucket (default: nats)")
-    p.add_argument("--endpoint", help=f"S3 endpoint (default: AWS_ENDPOINT_URL, else the homelab MinIO {DEFAULT_ENDPOINT})")
+    p.add_argument("--endpoint", help="S3 endpoint (default: AWS_ENDPOINT_URL, else the backups.endpoint of an explicit "
+                                      "--stack; never assumed)")
     p.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
+    p.add_argument("--stack", help="a stack whose cluster (and S3 store) to use: Pulumi.<STACK>.yaml; without it, "
+                                   "--server, NATS_URL or the running make dev")
     if server:
-        p.add_argument("--server", help="NATS URL (default: NATS_URL, else the homelab's nats://10.0.0.248:4222)")
+        p.add_argument("--server", help="NATS URL (default: NATS_URL, else the running make dev of this checkout)")
 
 
 def add_parsers(sub) -> None:
@@ -104,10 +97,16 @@ def add_parsers(sub) -> None:
 
 
 def _store(args, streams: int = 1):
-    """The S3 store for --bucket, or the folder store for --to/--from DIR."""
+    """The S3 store for --bucket, or the folder store for --to/--from DIR; says which on stderr."""
     if getattr(args, "folder", None) is not None:
+        print(f"folder: {args.folder}", file=sys.stderr, flush=True)
         return FolderStore(args.folder, one_stream=streams == 1)
-    return BackupStore(s3_client(args.endpoint, args.region), args.bucket, args.prefix)
+    try:
+        endpoint = s3_endpoint(args.endpoint, dict(os.environ), args.stack)
+    except NoTarget as exc:
+        raise StoreError(str(exc)) from None
+    print(f"S3: {endpoint}, bucket {args.bucket}", file=sys.stderr, flush=True)
+    return BackupStore(s3_client(endpoint, args.region), args.bucket, args.prefix)
 
 
 def _bar(desc: str, total: int | None = None) -> tqdm:
@@ -178,6 +177,8 @@ def cmd_backup(args) -> int:
     if not args.streams and not args.all:
         _fail("name one or more streams, or --all")
         return USAGE
+    if not _announce_target(args):
+        return USAGE
     try:
         store = _store(args, streams=0 if args.all else len(args.streams))
         if isinstance(store, BackupStore):
@@ -190,10 +191,21 @@ def cmd_backup(args) -> int:
     return stop.run(lambda: _backup_all(args, store, stop))
 
 
+def _announce_target(args) -> bool:
+    """Resolve the NATS server (streams/cli/target.py) and say which it is, first; False when none is named."""
+    try:
+        args.target = target_from_args(args)
+    except NoTarget as exc:
+        _fail(str(exc))
+        return False
+    print(args.target.line(), file=sys.stderr, flush=True)
+    return True
+
+
 async def _connect(args):
     """The NATS connection for a command, or None after saying why (fail fast: no reconnects)."""
     try:
-        return await connect_once(args.server or default_server())
+        return await connect_once(args.target.nats_url)
     except CannotConnect as exc:
         _fail(str(exc))
         return None
@@ -254,7 +266,13 @@ def cmd_restore(args) -> int:
     if subjects and not args.as_name:
         _fail("--subjects goes with --as NAME")
         return USAGE
-    store = _store(args)
+    if not _announce_target(args):
+        return USAGE
+    try:
+        store = _store(args)
+    except StoreError as exc:
+        _fail(str(exc))
+        return FAILED
     try:
         ref = store.find(args.stream, args.at)
     except StoreError as exc:

@@ -25,6 +25,7 @@ from components.settings import Settings, SettingsError, backup_credentials_warn
 from streams.catalog import CatalogError, StreamSpec
 from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
                                 refusals)
+from streams.cli.target import NoTarget, target_from_args
 from streams.cli.dev import load_stack, read_stack_file
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 
@@ -217,8 +218,10 @@ def overall(findings: list[Finding]) -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="is the deployment healthy and as declared?", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stack", default="homelab", help="stack file with the declarations (default homelab)")
-    p.add_argument("--server", help="NATS URL (default: NATS_URL, else the stack's client URL)")
+    p.add_argument("--stack", help="check this stack's cluster against its declarations (Pulumi.<STACK>.yaml); with "
+                                   "--server or NATS_URL, only whose declarations (default homelab, or the running "
+                                   "make dev's)")
+    p.add_argument("--server", help="NATS URL (default: NATS_URL, else the running make dev of this checkout)")
     p.add_argument("--monitor", help="monitoring URL (default: NATS_MONITOR_URL, else the server's host on the "
                                      "stack's monitoring port)")
     p.add_argument("--store-warn", type=float, default=0.8, help="warn when a store is this full (default 0.8)")
@@ -228,25 +231,27 @@ def add_parser(sub) -> None:
     p.set_defaults(run=cmd_check)
 
 
+def cluster_only_findings(target, settings: Settings, present_keys: set[str]) -> list[Finding]:
+    """What applies only to the cluster: the backup CronJob's S3 keys. Nothing against a server on this machine."""
+    if target.local:
+        return []
+    missing_keys = backup_credentials_warning(settings, present_keys)
+    return [Finding(WARN, "backups", missing_keys)] if missing_keys else []
+
+
 def cmd_check(args) -> int:
     try:
-        settings, specs, buckets = load_stack(args.stack)
-    except (SettingsError, CatalogError) as exc:
+        target = target_from_args(args)
+        settings, specs, buckets = load_stack(target.stack)
+    except (SettingsError, CatalogError, NoTarget) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = args.server or os.environ.get("NATS_URL")
-    if not server:
-        if not settings.load_balancer.enabled:
-            print("error: no load balancer in this stack: pass --server or set NATS_URL", file=sys.stderr)
-            return 2
-        server = f"{settings.tls.scheme}://{settings.load_balancer.ip}:{settings.ports.client}"
-    monitor = (args.monitor or os.environ.get("NATS_MONITOR_URL")
-               or f"http://{urlparse(server).hostname}:{settings.ports.monitoring}")
+    print(target.line(), file=sys.stderr, flush=True)
+    server = target.nats_url
+    monitor = target.monitor_url or f"http://{urlparse(server.split(',')[0]).hostname}:{settings.ports.monitoring}"
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,
                                       lag_warn=args.lag_warn, round_trip=not args.no_round_trip, buckets=buckets))
-    missing_keys = backup_credentials_warning(settings, set(read_stack_file(args.stack)))
-    if missing_keys:
-        findings.append(Finding(WARN, "backups", missing_keys))
+    findings += cluster_only_findings(target, settings, set(read_stack_file(target.stack)))
     status = overall(findings)
     if args.json:
         print(json.dumps({"status": status, "server": redact_url(server), "monitor": redact_url(monitor),

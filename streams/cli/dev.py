@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from components.outputs import connection_details, external_urls
+from streams.cli.target import write_running_dev
 from streams.local.server import LocalServerError, WorkdirLock, local_layout, start_server
 from components.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
@@ -117,22 +118,30 @@ def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
             applied = apply_catalog(catalog, server.client_url, jetstream_servers=settings.replicas, login=login,
                                     buckets=buckets)
             leftovers = undeclared(catalog, server.client_url, login=login, buckets=buckets)
-        except Exception as exc:  # refused data loss, adoption conflicts: say so, stop cleanly
+        except Exception as exc:  # the server went away, or it refused what the catalog validation let through
             print(f"error: applying the stream catalog failed: {exc}", file=sys.stderr)
             close_all_clients()
             return 1
         close_all_clients()
+        # From here on the other commands of this checkout find this server (streams/cli/target.py).
+        running = write_running_dev(workdir, args.stack, server.client_url, server.monitoring_url)
+        refused = [item for item in applied if item.action == "refused"]
         for item in applied:
-            removed = (f" (replaced or limited: {item.messages_removed} messages deleted, allowDataLoss)"
-                       if item.messages_removed else "")
-            print(f"applied {item.kind} {item.name}{removed}")
+            print(item.line(), file=sys.stderr if item.action == "refused" else sys.stdout)
+        if refused:
+            names = " ".join(item.name for item in refused if item.kind == "stream") or "STREAM"
+            print(f"make dev keeps serving the last good state: what was refused is as it was, everything else is "
+                  f"applied. To go ahead anyway, back up first, e.g. `.venv/bin/python -m streams backup {names} "
+                  f"--to /tmp/nats-backup --server {server.client_url}`, then set allowDataLoss: true in the stack "
+                  "(or revert the change) and run make dev again.", file=sys.stderr, flush=True)
         for line in leftovers:
             print(f"not declared: {line}; make dev leaves it in place")
         details = {**connection_details(settings, users, buckets), **external_urls(args.host, args.port, args.http_port)}
         details["jetstreamLimits"]["storeDir"] = str(Path(layout.store_dir) / "jetstream")
         print(json.dumps(details, indent=2))
         print(f"NATS is running from {workdir} (log: {server.log_path}). Ctrl-C stops it.")
-        print("Point `.venv/bin/python -m streams check|backup|restore` (and the nats CLI) at it, in another shell:")
+        print("`.venv/bin/python -m streams check|report|backup|restore` of this checkout find it by themselves while "
+              "it runs; for the nats CLI and other tools, in another shell:")
         print(f"  export NATS_URL={server.client_url} NATS_MONITOR_URL={server.monitoring_url}", flush=True)
         if users:
             folder = workdir / AUTH_FOLDER
@@ -140,15 +149,24 @@ def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
                   f"admin:\n  set -a; . {folder / (settings.admin_user + '.env')}; set +a\n"
                   f"and the others: {', '.join(u.name + '.env' for u in users if u.name != settings.admin_user)}",
                   flush=True)
-        if not args.once:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
-                while not stop.wait(1.0):
-                    if server.process.poll() is not None:
-                        print(f"nats-server exited: {server.log_tail()}", file=sys.stderr)
-                        return 1
-            except KeyboardInterrupt:
-                pass
-        print("stopping nats-server", flush=True)
-    return 0
+        try:
+            return _foreground(args, server, refused)
+        finally:
+            running.unlink(missing_ok=True)
+
+
+def _foreground(args, server, refused: list) -> int:
+    """Serve until Ctrl-C or SIGTERM (unless --once); the exit code."""
+    if not args.once:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                if server.process.poll() is not None:
+                    print(f"nats-server exited: {server.log_tail()}", file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    print("stopping nats-server", flush=True)
+    # --once is for scripts: a refusal is a failure there; in the foreground the server kept serving.
+    return 1 if args.once and refused else 0

@@ -3,22 +3,53 @@ the local mode (`make dev`) and the benchmarks. Create adopts what exists, so ru
 changes nothing and keeps every message."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pulumi.dynamic import Config, ConfigureRequest
 
 from components.settings import PROJECT
-from streams.catalog import CatalogError, StreamSpec
-from streams.provider import ConsumerProvider, StreamProvider
+from streams.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
+from streams.jetstream import JetStreamApiError
+from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
+from streams.provider import (AdoptionRefused, ConsumerProvider, DataLossRefused, ReplacementFailed,
+                              ReplacementRefused, StreamProvider)
 from streams.resources import consumer_props, stream_props
 
 
 @dataclass(frozen=True)
 class Applied:
+    """What applying one object did: created, updated (the declaration's keys that changed), replaced (why),
+    unchanged, or refused (why; the object was left as it was)."""
     kind: str
     name: str
+    action: str = "unchanged"
+    fields: tuple[str, ...] = ()
     created: str | None = None
     messages_removed: int = 0   # by a replacement or a lowered limit the declaration opted into
+    error: str | None = None
+
+    def line(self) -> str:
+        what = f"{self.action} {self.kind} {self.name}"
+        if self.action == "refused":
+            return f"{what}: {self.error}"
+        if self.fields:
+            what += (": " if self.action == "updated" else " (") + ", ".join(self.fields) + \
+                ("" if self.action == "updated" else ")")
+        if self.messages_removed:
+            what += f"; {self.messages_removed} messages deleted (allowDataLoss)"
+        return what
+
+
+def outcome(kind: str, name: str, existed: bool, plan: Plan, fields) -> Applied:
+    """Applied for an object that was (or was not) on the server before, given the plan from its config then to the
+    declaration; `fields` names the wire keys (the catalog's field table)."""
+    if not existed:
+        return Applied(kind, name, "created")
+    if plan.action == "none":
+        return Applied(kind, name, "unchanged")
+    if plan.action == "replace":
+        return Applied(kind, name, "replaced", plan.replace_reasons)
+    return Applied(kind, name, "updated", tuple(next((f.camel for f in fields if f.wire == k), k) for k in plan.changed))
 
 
 def configured(provider, url: str, ready_timeout: str = "60s", login: tuple[str, str] | None = None):
@@ -36,24 +67,56 @@ def configured_providers(url: str, ready_timeout: str = "60s", login: tuple[str,
             configured(ConsumerProvider(), url, ready_timeout, login))
 
 
+# What a refusal is: the provider said no to this object (data loss, adoption, a replacement the server would not
+# complete) or the server refused its config. Anything else (NATS gone) stops the whole apply.
+_REFUSALS = (DataLossRefused, AdoptionRefused, ReplacementRefused, ReplacementFailed, JetStreamApiError)
+
+
 def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers: int = 1,
                   login: tuple[str, str] | None = None, buckets=()) -> list[Applied]:
+    """Apply every object; one that is refused is reported and left as it was, and the others are still applied."""
     streams, consumers = configured_providers(url, login=login)
+    client = streams._client()
     applied = []
     try:  # create validates the declaration as Check does (the specs were validated by load_catalog already)
         for spec in specs:
-            out = streams.create(stream_props(spec, jetstream_servers=jetstream_servers)).outs
-            applied.append(Applied("stream", spec.name, out.get("created"), int(out.get("messagesRemoved") or 0)))
+            props = stream_props(spec, jetstream_servers=jetstream_servers)
+            applied.append(_apply_stream(streams, client, "stream", spec.name, props))
             for c in spec.consumers:
-                consumers.create(consumer_props(c))
-                applied.append(Applied("consumer", f"{spec.name}/{c.name}"))
-        applied += _apply_buckets(buckets, url, login, jetstream_servers)
+                applied.append(_apply_consumer(consumers, client, c))
+        applied += _apply_buckets(buckets, url, login, jetstream_servers, client)
     except CatalogError as exc:
         raise ValueError(str(exc)) from None
     return applied
 
 
-def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_servers: int) -> list[Applied]:
+def _apply_stream(provider, client, kind: str, name: str, props: dict, *, stream: str | None = None) -> Applied:
+    before = client.run(lambda c: c.stream_info(stream or name))
+    desired = provider._wire(props)
+    if before is not None:
+        desired = keep_from(desired, before["config"], provider._keep(props))
+    plan = plan_stream_change(before["config"], desired) if before else Plan("none")
+    try:
+        out = provider.create(props).outs
+    except _REFUSALS as exc:
+        return Applied(kind, name, "refused", error=str(exc))
+    result = outcome(kind, name, before is not None, plan, STREAM_FIELDS)
+    return replace(result, created=out.get("created"), messages_removed=int(out.get("messagesRemoved") or 0))
+
+
+def _apply_consumer(provider, client, spec) -> Applied:
+    name = f"{spec.stream}/{spec.name}"
+    props = consumer_props(spec)
+    before = client.run(lambda c: c.consumer_info(spec.stream, spec.name))
+    plan = plan_consumer_change(before["config"], provider._wire(props)) if before else Plan("none")
+    try:
+        provider.create(props)
+    except _REFUSALS as exc:
+        return Applied("consumer", name, "refused", error=str(exc))
+    return outcome("consumer", name, before is not None, plan, CONSUMER_FIELDS)
+
+
+def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_servers: int, client) -> list[Applied]:
     from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
     from streams.buckets import KEY_VALUE, OBJECT_STORE
     from streams.resources import bucket_props
@@ -64,9 +127,9 @@ def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_s
     for spec in buckets:
         if spec.kind.kind not in providers:
             providers[spec.kind.kind] = configured(kinds[spec.kind.kind](), url, login=login)
-        provider = providers[spec.kind.kind]
-        out = provider.create(bucket_props(spec, jetstream_servers=jetstream_servers)).outs
-        applied.append(Applied(spec.kind.label, spec.name, out.get("created"), int(out.get("messagesRemoved") or 0)))
+        props = bucket_props(spec, jetstream_servers=jetstream_servers)
+        applied.append(_apply_stream(providers[spec.kind.kind], client, spec.kind.label, spec.name, props,
+                                     stream=spec.stream_name))
     return applied
 
 
