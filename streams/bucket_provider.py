@@ -16,9 +16,9 @@ from pulumi.dynamic import DiffResult, ReadResult
 
 from streams.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
                              bucket_wire_config, unmanaged_keys)
-from streams.catalog import CatalogError, STREAM_FIELDS
+from streams.catalog import CatalogError, STREAM_FIELDS, stream_where
 from streams.plan import keep_from, plan_stream_change
-from streams.provider import StreamProvider, _camel, _has_unknown, _int
+from streams.provider import KEEP_STATE, StreamProvider, _camel, _has_unknown, _int, _kept
 
 
 class _BucketProvider(StreamProvider):
@@ -62,7 +62,9 @@ class _BucketProvider(StreamProvider):
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        info = self._client().run(lambda c: c.stream_info(id_))
+        info = self._read_info(stream_where(id_), lambda c: c.stream_info(id_), props)
+        if info is KEEP_STATE:
+            return _kept(id_, props)
         if info is None:
             return ReadResult("", {})
         declared = self._declared(props)

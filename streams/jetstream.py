@@ -49,7 +49,11 @@ class JetStreamApiError(RuntimeError):
 
 
 class NatsUnavailable(RuntimeError):
-    """NATS or JetStream could not be reached within the ready timeout."""
+    """NATS or JetStream could not be reached within the ready timeout (`refused`: it refused the credentials)."""
+
+    def __init__(self, message: str, *, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class JetStreamClient:
@@ -82,7 +86,7 @@ class JetStreamClient:
             return NatsUnavailable(
                 f"NATS at {redact_url(s.url or '')} (from {s.url_source}) refused the credentials ({last}). Check "
                 "homelab-nats:natsUser and natsPassword (or natsToken, natsCredentials, natsNkeySeed): `pulumi config "
-                "set --secret natsPassword …`")
+                "set --secret natsPassword …`", refused=True)
         return NatsUnavailable(
             f"{what} at {redact_url(s.url or '')} (from {s.url_source}) within {s.ready_timeout:g}s"
             f"{f' (last error: {type(last).__name__}: {last})' if last else ''}. If the server is not reachable "

@@ -24,6 +24,7 @@ Credentials come from `configure` (stack config secrets), never from inputs or o
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,7 +38,7 @@ from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_
                              stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
 from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, NO_MESSAGE_FOUND, STREAM_NAME_IN_USE,
-                               JetStreamApiError, JetStreamClient, client_for)
+                               JetStreamApiError, JetStreamClient, NatsUnavailable, client_for)
 from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
 from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
@@ -51,6 +52,19 @@ CONSUMER_KEYS = tuple(f.camel for f in CONSUMER_FIELDS)
 # Inputs that give context for validation and safety; they never cause a change by themselves.
 CONTEXT_KEYS = ("jetstreamServers", "streamSubjects", "streamReplicas", "streamRetention", "streamConsumerLimits",
                 "streamAllowDataLoss", "streamCreated")
+
+
+# A refresh waits this long for NATS before it keeps the recorded state; after one such wait, the process's other
+# reads of that server keep theirs at once.
+READ_TIMEOUT = 5.0
+_UNREACHABLE: set[str | None] = set()
+KEEP_STATE = object()
+OUTPUT_KEYS = ("created", "config", "messagesRemoved")
+
+
+def _kept(id_: str, props: dict) -> ReadResult:
+    """The recorded state, unchanged (the inputs are the outputs without what the provider adds)."""
+    return ReadResult(id_, props, {k: v for k, v in props.items() if k not in OUTPUT_KEYS and k != "__provider"})
 
 
 class DataLossRefused(RuntimeError):
@@ -146,11 +160,29 @@ class _JetStreamProvider(ResourceProvider):
             return CheckResult(news, [CheckFailure(exc.key or "name", str(exc))])
         return CheckResult(news, [])
 
-    def _client(self) -> JetStreamClient:
+    def _client(self, *, ready_timeout: float | None = None) -> JetStreamClient:
         connection: ConnectionSettings | None = getattr(self, "_connection", None)
         if connection is None:  # configure was not called (direct use): environment and defaults
             connection = self._connection = connection_from_config(lambda key: None)
+        if ready_timeout is not None:
+            connection = replace(connection, ready_timeout=min(connection.ready_timeout, ready_timeout))
         return client_for(connection)
+
+    def _read_info(self, where: str, fn, props: dict):
+        """What a refresh reads, or KEEP_STATE when NATS cannot be reached: a refresh (`pulumi up` refreshes first, as
+        Pulumi.yaml's `options.refresh: always` asks) must not fail `pulumi preview` in CI, where the homelab is out
+        of reach. Refused credentials still fail: that is not "unreachable". One wait per provider process."""
+        url = getattr(getattr(self, "_connection", None), "url", None)
+        if url in _UNREACHABLE:
+            return KEEP_STATE
+        try:
+            return self._client(ready_timeout=READ_TIMEOUT).run(fn)
+        except NatsUnavailable as exc:
+            if exc.refused:
+                raise
+            _UNREACHABLE.add(url)
+            _say(f"{where}: NATS is not reachable from here, so the refresh kept the recorded state ({exc})")
+            return KEEP_STATE
 
 
 # ================================================================ streams
@@ -221,7 +253,9 @@ class StreamProvider(_JetStreamProvider):
         return UpdateResult(self._outs(news, info, removed))
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        info = self._client().run(lambda c: c.stream_info(id_))
+        info = self._read_info(stream_where(id_), lambda c: c.stream_info(id_), props)
+        if info is KEEP_STATE:
+            return _kept(id_, props)
         if info is None:
             return ReadResult("", {})
         inputs = {"name": id_, **stream_declaration(info["config"]),
@@ -531,7 +565,9 @@ class ConsumerProvider(_JetStreamProvider):
 
     def read(self, id_: str, props: dict) -> ReadResult:
         stream, _, name = id_.partition("/")
-        info = self._client().run(lambda c: c.consumer_info(stream, name))
+        info = self._read_info(consumer_where(stream, name), lambda c: c.consumer_info(stream, name), props)
+        if info is KEEP_STATE:
+            return _kept(id_, props)
         if info is None:  # the consumer, or its whole stream, is gone: the next `up` creates it again
             return ReadResult("", {})
         inputs = {"stream": stream, "name": name, **consumer_declaration(info["config"]),

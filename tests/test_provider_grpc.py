@@ -265,3 +265,68 @@ def test_key_value_bucket_lifecycle_over_grpc(engine, nats_server):
     assert failures and failures[0][0] == "history" and "1 to 64" in failures[0][1]
     engine.delete(urn, id_, routs)
     assert raw.stream(id_)["error"]["err_code"] == 10059
+
+
+def test_a_refresh_makes_up_recreate_what_was_deleted_out_of_band(engine, nats_server):
+    """Pulumi.yaml asks for a refresh before every up (`options.refresh: always`, pulumi/pulumi#8071). The engine's
+    calls then: Read finds the stream and consumer gone (empty id: dropped from the state), the program registers
+    them again, Check with no olds, Create. Without the refresh, Diff against the recorded state says nothing
+    changed and nothing would make them again."""
+    import yaml
+    assert yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["options"] == {"refresh": "always"}
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    decl = {"subjects": ["events.>"], "storage": "memory", "maxAge": "1h"}
+    inputs, _ = engine.check(STREAM_URN, {}, with_provider(stream_inputs("events", decl), StreamProvider()))
+    id_, outs = engine.create(STREAM_URN, inputs)
+    cinputs, _ = engine.check(CONSUMER_URN, {}, with_provider(consumer_inputs("events", decl, "audit", {
+        "ackPolicy": "explicit"}), ConsumerProvider()))
+    cid, couts = engine.create(CONSUMER_URN, cinputs)
+    raw.api("$JS.API.STREAM.DELETE.events")          # a restart forgot the memory stream, or someone deleted it
+    assert engine.diff(STREAM_URN, id_, outs, inputs).changes == provider_pb2.DiffResponse.DIFF_NONE  # no refresh
+    assert engine.read(STREAM_URN, id_, outs)[0] == "" and engine.read(CONSUMER_URN, cid, couts)[0] == ""
+    again, _ = engine.check(STREAM_URN, {}, inputs)
+    engine.create(STREAM_URN, again)
+    cagain, _ = engine.check(CONSUMER_URN, {}, cinputs)
+    engine.create(CONSUMER_URN, cagain)
+    assert raw.stream("events")["config"]["storage"] == "memory"
+    assert raw.consumer("events", "audit")["config"]["ack_policy"] == "explicit"
+
+
+def test_a_refresh_with_nats_out_of_reach_keeps_the_state_so_preview_works(engine):
+    """CI previews with the homelab out of reach: the refresh keeps what the state recorded, and the diff is as
+    without a refresh."""
+    engine.configure({f"{PROJECT}:natsUrl": f"nats://127.0.0.1:{free_port()}", f"{PROJECT}:natsReadyTimeout": "30s"})
+    decl = {"subjects": ["logs.>"], "maxAge": "7d"}
+    recorded = {**with_provider(stream_inputs("app-logs", decl), StreamProvider()), "created": "2025-07-15T10:00:00Z",
+                "config": {"name": "app-logs"}, "messagesRemoved": 0}
+    rid, routs, rinputs = engine.read(STREAM_URN, "app-logs", recorded)
+    assert rid == "app-logs" and routs["created"] == "2025-07-15T10:00:00Z" and rinputs["maxAge"] == "7d"
+    assert "created" not in rinputs
+    crecorded = {**with_provider(consumer_inputs("app-logs", decl, "c", {}), ConsumerProvider()), "created": "x"}
+    assert engine.read(CONSUMER_URN, "app-logs/c", crecorded)[0] == "app-logs/c"
+    news = with_provider(stream_inputs("app-logs", decl), StreamProvider())
+    assert engine.diff(STREAM_URN, rid, routs, news).changes == provider_pb2.DiffResponse.DIFF_NONE
+
+
+def test_a_refresh_with_refused_credentials_fails(engine, tmp_path, homelab_settings, nats_server):
+    """Out of reach is not the same as refused: wrong credentials fail the refresh and say so."""
+    from dataclasses import replace
+
+    from components.auth import parse_auth, plan_users
+    from streams.local.server import local_layout, start_server
+    from streams.local.users import write_local_auth
+    auth = parse_auth({"enabled": True}, admin="admin")
+    settings = replace(homelab_settings, auth=auth)
+    users = plan_users(auth, (), [], admin="admin")
+    layout = local_layout(tmp_path / "secured", client_port=free_port(), monitoring_port=free_port())
+    include, _ = write_local_auth(tmp_path / "secured", users, f"nats://127.0.0.1:{layout.client_port}")
+    with start_server(settings, replace(layout, auth_include=include), tmp_path / "secured") as server:
+        engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsUser": "admin",
+                          f"{PROJECT}:natsPassword": "wrong-password"})
+        recorded = {**with_provider(stream_inputs("app-logs", {"subjects": ["logs.>"]}), StreamProvider()),
+                    "created": "x"}
+        with pytest.raises(grpc.RpcError) as err:
+            engine.read(STREAM_URN, "app-logs", recorded)
+        assert "refused the credentials" in err.value.details() and "wrong-password" not in err.value.details()
