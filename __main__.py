@@ -38,7 +38,7 @@ for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *c
                 *stream_warnings, *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 
-nats = NatsDeployment("nats", NatsDeploymentArgs(settings, users, admin_password))
+nats = NatsDeployment("nats", NatsDeploymentArgs(settings, users, admin_password, catalog))
 declare_catalog(catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 declare_buckets(buckets, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
 if settings.backups.enabled and credentials_warning is None:

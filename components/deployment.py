@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import monitor_supports_feature
 
-from components import backup_job, manifests
+from components import backup_job, manifests, memory_streams
 from components.auth import NATS_BOX, ServerUser, render_auth_conf
 from components.kube import declare
 from components.nats_conf import AUTH_FILE
@@ -26,6 +26,7 @@ class NatsDeploymentArgs:
     settings: Settings
     users: tuple[ServerUser, ...] = ()                 # components.auth.plan_users; empty when auth is off
     admin_password: pulumi.Input[str] | None = None    # homelab-nats:natsPassword, when auth is on
+    catalog: tuple = ()                                # streams.catalog.StreamSpec: its memory streams come back
 
 
 class NatsDeployment(pulumi.ComponentResource):
@@ -47,7 +48,7 @@ class NatsDeployment(pulumi.ComponentResource):
             server_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.users.auth_secret])
         self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), server_opts)
         box_password = self.users.passwords[NATS_BOX] if self.users else None
-        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, password=box_password),
+        self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, password=box_password, catalog=args.catalog),
                                 pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
         self.volume_snapshots = None
         self.claim_labels = []
@@ -173,6 +174,7 @@ class NatsUsers(pulumi.ComponentResource):
 class NatsBoxArgs:
     settings: Settings
     password: pulumi.Input[str] | None = None   # the nats-box user's, when auth is on
+    catalog: tuple = ()                         # its memory streams are made again after a restart
 
 
 class NatsBox(pulumi.ComponentResource):
@@ -186,8 +188,13 @@ class NatsBox(pulumi.ComponentResource):
             contexts["stringData"] = {"default.json": pulumi.Output.secret(args.password).apply(
                 lambda password: manifests.nats_box_context(s, password))}
         self.contexts = declare(k8s.core.v1.Secret, f"{name}-contexts", contexts, pulumi.ResourceOptions(parent=self))
-        self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment", manifests.nats_box_deployment(s),
-                                  pulumi.ResourceOptions(parent=self, depends_on=[self.contexts]))
+        before = [self.contexts]
+        if memory_streams.memory_specs(args.catalog):
+            before.append(declare(k8s.core.v1.ConfigMap, f"{name}-memory-streams",
+                                  memory_streams.config_map(s, args.catalog), pulumi.ResourceOptions(parent=self)))
+        self.deployment = declare(k8s.apps.v1.Deployment, f"{name}-deployment",
+                                  memory_streams.nats_box_deployment(s, args.catalog),
+                                  pulumi.ResourceOptions(parent=self, depends_on=before))
         self.register_outputs({"deployment": self.deployment.metadata["name"]})
 
 

@@ -43,6 +43,13 @@ def test_healthy_local_homelab(homelab, capsys):
     subjects = {f["subject"] for f in report["findings"]}
     assert {"server", "jetstream", "stream iot-sensors", "consumer iot-sensors/processor", "consumer sensors/analytics"} \
         <= subjects
+    # The figures behind each message, for machines.
+    [declared] = [f for f in report["findings"] if f["subject"] == "stream iot-sensors" and "as declared" in f["message"]]
+    assert declared["numbers"]["messages"] == before["iot-sensors"] and declared["numbers"]["consumers"] == 3
+    lag = [f for f in report["findings"] if f["subject"] == "consumer iot-sensors/processor"][-1]["numbers"]
+    assert lag["pending"] == 1 and lag["ack_pending"] == 0
+    stores = [f["numbers"] for f in report["findings"] if f["numbers"].get("store")]
+    assert {n["store"] for n in stores} == {"memory", "file"} and all(n["limit_bytes"] > 0 for n in stores)
     trips = [f for f in report["findings"] if f["message"].startswith("round trip: published")]
     assert len(trips) == 4  # every file-backed stream; `events` is memory
     after = {s: raw.stream(s)["state"]["messages"] for s in before}

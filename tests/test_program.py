@@ -22,6 +22,7 @@ def test_resource_graph(homelab):
         ("kubernetes:core/v1:Namespace", "nats"),
         ("kubernetes:core/v1:ConfigMap", "nats-config"),
         ("kubernetes:core/v1:ConfigMap", "nats-grafana-dashboard"),
+        ("kubernetes:core/v1:ConfigMap", "nats-memory-streams"),   # `events` comes back after a restart
         (SS, "nats"),
         (SVC, "nats-headless"),
         (SVC, "nats"),

@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
 import nats.errors
@@ -28,6 +28,7 @@ from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, c
 from streams.cli.target import NoTarget, target_from_args
 from streams.cli.dev import load_stack, read_stack_file
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
+from streams.units import parse_server_time
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT = {OK: 0, WARN: 1, FAIL: 2}
@@ -38,6 +39,7 @@ class Finding:
     level: str
     subject: str     # what was checked: "server", "stream iot-sensors", "consumer iot-sensors/processor"
     message: str
+    numbers: dict = field(default_factory=dict)   # the figures behind the message, for --json
 
 
 def _http_json(url: str) -> tuple[int, dict]:
@@ -79,8 +81,30 @@ def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tup
         share = used / limit if limit and limit > 0 else 0.0
         level = WARN if share >= store_warn else OK
         found.append(Finding(level, "jetstream", f"{store} store {share:.0%} full ({used} of {limit} bytes)"
-                                                 + (f", above {store_warn:.0%}" if level == WARN else "")))
+                                                 + (f", above {store_warn:.0%}" if level == WARN else ""),
+                             {"store": store, "used_bytes": used, "limit_bytes": limit, "share": round(share, 4)}))
     return found, True
+
+
+def server_start(monitor_url: str) -> str | None:
+    """When the server last started (/varz `start`): a standalone server forgets its memory streams then."""
+    try:
+        return _http_json(f"{monitor_url}/varz")[1].get("start")
+    except OSError:
+        return None
+
+
+def memory_stream_finding(where: str, info: dict, started: str | None) -> Finding:
+    """A memory stream lives only as long as the server process: say when it was made against the server's start."""
+    created = info.get("created")
+    numbers = {"messages": info["state"]["messages"], "bytes": info["state"]["bytes"], "created": created,
+               "server_start": started}
+    if created and started and parse_server_time(created) > parse_server_time(started):
+        return Finding(OK, where, f"memory stream made at {created}, after the server (re)started at {started}: "
+                                  "messages from before that start are gone (a standalone server keeps no memory "
+                                  f"stream across a restart); {info['state']['messages']} messages since", numbers)
+    return Finding(OK, where, f"memory stream, made before this server start ({started}); a restart loses its "
+                              "messages and nats-box's memory-streams container makes it again", numbers)
 
 
 async def _api(nc, subject: str, body: dict | None = None) -> dict:
@@ -97,20 +121,30 @@ def probe_subject(subjects: list[str]) -> str | None:
     return subjects[0] if subjects else None
 
 
-async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, round_trip: bool) -> list[Finding]:
+async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, round_trip: bool,
+                        started: str | None = None) -> list[Finding]:
     found = []
     for spec in specs:
         where = f"stream {spec.name}"
         info = await _api(nc, f"$JS.API.STREAM.INFO.{spec.name}")
         if "error" in info:
-            found.append(Finding(FAIL, where, f"missing on the server ({info['error'].get('description')}); "
-                                              "`pulumi up` (or `make dev` locally) creates it"))
+            memory = spec.config.get("storage") == "memory"
+            found.append(Finding(FAIL, where, f"missing on the server ({info['error'].get('description')}); " + (
+                "a memory stream a restart forgot: nats-box's memory-streams container makes it again within a "
+                "minute, or `pulumi up` (it refreshes first) does" if memory else
+                "`pulumi up` (it refreshes first, so it sees the stream is gone) or `make dev` locally creates it")))
             continue
+        state = info["state"]
+        numbers = {"messages": state["messages"], "bytes": state["bytes"], "first_seq": state.get("first_seq"),
+                   "last_seq": state.get("last_seq"), "consumers": state.get("consumer_count", 0)}
         plan = plan_stream_change(info["config"], spec.config)
         if plan.changes:
-            found.append(Finding(FAIL, where, f"drift: differs from the declaration in {', '.join(plan.changed)}"))
+            found.append(Finding(FAIL, where, f"drift: differs from the declaration in {', '.join(plan.changed)}",
+                                 numbers))
         else:
-            found.append(Finding(OK, where, f"as declared ({info['state']['messages']} messages)"))
+            found.append(Finding(OK, where, f"as declared ({state['messages']} messages)", numbers))
+        if info["config"].get("storage") == "memory":
+            found.append(memory_stream_finding(where, info, started))
         for c in spec.consumers:
             cwhere = f"consumer {spec.name}/{c.name}"
             cinfo = await _api(nc, f"$JS.API.CONSUMER.INFO.{spec.name}.{c.name}")
@@ -123,7 +157,10 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
             pending, ack_pending = cinfo.get("num_pending", 0), cinfo.get("num_ack_pending", 0)
             level = WARN if max(pending, ack_pending) > lag_warn else OK
             found.append(Finding(level, cwhere, f"lag: {pending} pending, {ack_pending} awaiting ack"
-                                                + (f" (above {lag_warn})" if level == WARN else "")))
+                                                + (f" (above {lag_warn})" if level == WARN else ""),
+                                 {"pending": pending, "ack_pending": ack_pending,
+                                  "redelivered": cinfo.get("num_redelivered", 0),
+                                  "ack_floor_stream_seq": (cinfo.get("ack_floor") or {}).get("stream_seq", 0)}))
         if round_trip and info["config"].get("storage") == "file":
             if refusals(nc):  # the user may not write (one refused probe says it for all: no 10 s wait each)
                 found.append(Finding(WARN, where, "round trip skipped: this user may not publish the probe; a "
@@ -154,11 +191,12 @@ async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
         used, limit = info["state"].get("bytes", 0), info["config"].get("max_bytes", -1)
         what = "keys" if b.kind.kind == "keyValue" else "objects' chunks"
         size = f"{info['state'].get('messages', 0)} {what}, {used} bytes"
+        numbers = {"messages": info["state"].get("messages", 0), "bytes": used, "max_bytes": limit}
         if limit and limit > 0:
             level = WARN if used >= store_warn * limit else OK
-            found.append(Finding(level, where, f"as declared; {size} of {limit} ({used / limit:.0%})"))
+            found.append(Finding(level, where, f"as declared; {size} of {limit} ({used / limit:.0%})", numbers))
         else:
-            found.append(Finding(OK, where, f"as declared; {size} (no maxBytes)"))
+            found.append(Finding(OK, where, f"as declared; {size} (no maxBytes)", numbers))
     return found
 
 
@@ -201,7 +239,8 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
     except CannotConnect as exc:
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
-        findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip)
+        started = await asyncio.to_thread(server_start, monitor_url)
+        findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip, started=started)
         findings += await check_buckets(nc, buckets, store_warn=store_warn)
     except nats.errors.Error as exc:
         findings.append(Finding(FAIL, "streams", f"could not read the streams: {describe_failure(nc, exc)}"))
