@@ -1,11 +1,11 @@
 """The `python -m streams` command line: one module per subcommand group, each with its own --help:
-`dev` (make dev), `backup` (backup, list-backups, restore, prune, verify), `check`."""
+`dev` (make dev), `backup` (backup, list-backups, restore, prune, verify), `check`, `report`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from streams.cli import backup, check, dev
+from streams.cli import backup, check, dev, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_parser(sub)
     backup.add_parsers(sub)
     check.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
