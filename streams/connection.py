@@ -30,8 +30,8 @@ async def quiet_error_cb(exc: Exception) -> None:
     themselves, once, in words."""
 # What the command-line tools say when the server they tried is not there.
 POINT_ELSEWHERE = ("To use another server, pass --server (and --monitor for check) or set NATS_URL (and "
-                   "NATS_MONITOR_URL): `make dev` prints the export line for the local one; for the cluster from "
-                   "outside the LAN, `kubectl port-forward -n nats svc/nats 4222 8222`")
+                   "NATS_MONITOR_URL); a running `make dev` of this checkout is found without either; for the cluster "
+                   "from outside the LAN, `kubectl port-forward -n nats svc/nats 4222 8222`")
 
 
 class CannotConnect(RuntimeError):
@@ -71,6 +71,10 @@ def describe_failure(nc, exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}"
 
 
+# A command-line tool gives up on a server that does not answer the TCP connect or the TLS handshake within this.
+CONNECT_TIMEOUT = 3.0
+
+
 async def connect_once(server: str, timeout: float = 15.0):
     """The command-line tools' connection: one attempt, no reconnects, quiet, and a failure in words. The login
     is in the URL or in the environment (`login_from_environment`)."""
@@ -80,16 +84,25 @@ async def connect_once(server: str, timeout: float = 15.0):
 
     from components.settings import redact_url
     refused: list[str] = []
+    errors: list[BaseException] = []
 
     async def on_error(exc: Exception) -> None:
+        errors.append(exc)
         if "permissions violation" in str(exc).lower():
             refused.append(str(exc).removeprefix("nats: "))
     try:
-        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=5, allow_reconnect=False,
+        # nats-py's first connect walks its server pool until every server has failed more than
+        # max_reconnect_attempts times, sleeping reconnect_time_wait between rounds (nats/aio/client.py
+        # _select_next_server; 0 means "never discard", the default 60 x 2 s): one retry, 0.2 s apart, so a server
+        # that is down fails in well under a second instead of running into `timeout`.
+        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False,
+                                                 max_reconnect_attempts=1, reconnect_time_wait=0.2,
                                                  error_cb=on_error, **login_from_environment()), timeout)
         _REFUSALS[nc] = refused
         return nc
     except Exception as exc:
+        if type(exc).__name__ == "NoServersError" and errors:
+            exc = errors[-1]   # why the last attempt failed, not that the pool ran out
         if is_auth_error(exc):
             raise CannotConnect(f"NATS at {redact_url(server)} refused the credentials ({exc}); check the user and "
                                 "password (NATS_USER and NATS_PASSWORD, or nats://USER:PASSWORD@HOST:4222)") from None

@@ -2,6 +2,8 @@
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import nats
@@ -13,6 +15,7 @@ from streams.backup.service import BackupError, close_quietly, backup_stream, pl
 from streams.cli import main
 from tests.conftest import S3_SECRET_KEY
 from tests.provider_harness import RawJetStream
+from tests.pulumi_harness import ROOT
 
 
 def fill_stream(raw: RawJetStream, name="iot-sensors", subjects=("sensors.>",), n=50, storage="file"):
@@ -477,3 +480,46 @@ def test_a_wrong_checksum_mode_names_the_variable(monkeypatch, capsys):
     assert main(["list-backups", "--bucket", "nats-backups", "--endpoint", "http://127.0.0.1:1"]) == 1
     assert "AWS_REQUEST_CHECKSUM_CALCULATION='sometimes': expected when_supported or when_required" in \
         capsys.readouterr().err
+
+
+def _two_backups_at_once(url: str, tmp_path) -> list[subprocess.CompletedProcess]:
+    procs = [subprocess.Popen([sys.executable, "-m", "streams", "backup", "big", "--to", str(tmp_path / f"b{i}"),
+                               "--server", url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (1, 2)]
+    return [subprocess.CompletedProcess(p.args, p.wait(120), *p.communicate()) for p in procs]
+
+
+def _big_stream(url: str) -> None:
+    raw = RawJetStream(url)
+    raw.api("$JS.API.STREAM.CREATE.big", {"name": "big", "subjects": ["big.>"]})
+    raw.publish("big.a", [os.urandom(10_000) for _ in range(2000)])   # incompressible: the snapshot takes a while
+
+
+@pytest.mark.parametrize("server", ["2.10", "2.15.1"])
+def test_two_backups_of_one_stream_started_together_both_succeed(nats_server, tmp_path, server):
+    """nats-server 2.10 refuses a second snapshot while one runs (filestore.go Snapshot: 10064 "snapshot in
+    progress"); 2.15.1's v2 snapshots stream both. Either way both backups complete, whole."""
+    from tests.test_takeover import OldServer
+    old = OldServer(tmp_path / "claim", tmp_path / "run") if server == "2.10" else None
+    url = old.url if old else nats_server().client_url
+    try:
+        _big_stream(url)
+        results = _two_backups_at_once(url, tmp_path)
+    finally:
+        if old:
+            old.stop()
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    for i in (1, 2):
+        meta = json.loads((tmp_path / f"b{i}" / "backup.json").read_text())
+        assert meta["state"]["messages"] == 2000 and (tmp_path / f"b{i}" / "stream.tar.s2").stat().st_size > 10**7
+
+
+def test_with_nats_down_a_backup_fails_at_once_with_the_reason(tmp_path, capsys):
+    """One connect and one retry, not nats-py's 60 rounds 2 s apart: the reason is the refused connection, not a
+    timeout (the figures are in bench/fail_fast.py)."""
+    from streams.local.server import free_port
+    assert main(["backup", "iot-sensors", "--to", str(tmp_path / "b"), "--server",
+                 f"nats://127.0.0.1:{free_port()}"]) == 1
+    err = capsys.readouterr().err
+    assert "ConnectionRefusedError" in err and "TimeoutError" not in err and not (tmp_path / "b").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -54,6 +55,34 @@ async def _api(nc: nats.aio.client.Client, subject: str, body: dict, timeout: fl
     return data
 
 
+# A file store takes one snapshot at a time: before 2.11's v2 snapshots the server refuses a second one while the
+# first runs (nats-server 2.10 filestore.go Snapshot, `fs.sips > 0` -> ErrStoreSnapshotInProgress, JetStream error
+# 10064; measured on 2.10.26; 2.15.1 streams both). Two backups started together wait for each other instead.
+SNAPSHOT_IN_PROGRESS = "snapshot in progress"
+SNAPSHOT_WAIT = 600.0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _snapshot_request(nc, stream: str, body: dict, *, wait: float = SNAPSHOT_WAIT, say=_say) -> dict:
+    """The SNAPSHOT request, asked again while the server is busy with another snapshot of the stream."""
+    loop = asyncio.get_running_loop()
+    deadline, delay, said = loop.time() + wait, 0.2, False
+    while True:
+        try:
+            return await _api(nc, f"$JS.API.STREAM.SNAPSHOT.{stream}", body)
+        except SnapshotError as exc:
+            if SNAPSHOT_IN_PROGRESS not in str(exc) or loop.time() + delay > deadline:
+                raise
+            if not said:
+                say(f"another snapshot of {stream!r} is running on the server; waiting for it")
+                said = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 async def snapshot(nc: nats.aio.client.Client, stream: str,
                    write: Callable[[bytes], Awaitable[None] | None], *, consumers: bool = True,
                    check_msgs: bool = False) -> SnapshotMeta:
@@ -69,7 +98,7 @@ async def snapshot(nc: nats.aio.client.Client, stream: str,
         body = {"deliver_subject": inbox, "no_consumers": not consumers, "chunk_size": SNAPSHOT_CHUNK}
         if check_msgs:
             body["jsck"] = True
-        reply = await _api(nc, f"$JS.API.STREAM.SNAPSHOT.{stream}", body)
+        reply = await _snapshot_request(nc, stream, body)
         meta = SnapshotMeta(reply["config"], reply["state"])
         while True:
             msg = await _next_chunk(nc, queue, stream)
