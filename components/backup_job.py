@@ -59,6 +59,7 @@ exit 0
 # sh with built-ins only, and mc (the minio/mc image has no other tools). Environment: BACKUP_DIR,
 # MC_HOST_backup (from the Secret), BUCKET, PREFIX, KEEP, MAX_AGE_SECONDS.
 UPLOAD_SCRIPT = r"""set -u
+export LC_ALL=C   # byte order for the comparisons below, as Python compares text
 read -r id < "$BACKUP_DIR/ID"
 read -r now < "$BACKUP_DIR/NOW"
 cutoff=$((now - MAX_AGE_SECONDS))
@@ -106,24 +107,47 @@ if ! streams=$(mc ls "$base"); then
   failed="$failed (prune)"
   streams=""
 fi
+# The order backups are pruned in: oldest first by the stream's state in backup.json (last message time, last and
+# first sequence), the id breaking ties: the order `python -m streams prune` uses (streams/backup/s3.py
+# BackupRef.order), not the folder names, which carry the clock of the node that took them.
+order_key() {   # order_key FOLDER BACKUP_JSON: the sortable key of one backup, in $key
+  st=${2##*\"state\"}
+  ts=${st#*\"last_ts\"}; ts=${ts#*\"}; ts=${ts%%\"*}
+  case $ts in 0001-01-01*|"") ts="" ;;
+    *.*) frac=${ts#*.}; frac=${frac%Z}000000000; ts="${ts%%.*}.${frac:0:9}" ;;
+    *) ts="${ts%Z}.000000000" ;;
+  esac
+  last=${st#*\"last_seq\"}; last=${last%%[,\}]*}; last=${last//[!0-9]/}
+  first=${st#*\"first_seq\"}; first=${first%%[,\}]*}; first=${first//[!0-9]/}
+  # ',' sorts below every digit: an empty time (an empty stream) comes first, as Python's "" does
+  printf -v key '%s,%020d,%020d,%s' "$ts" "${last:-0}" "${first:-0}" "$1"
+}
+
 for stream in $(folders "$streams"); do
   if ! listing=$(mc ls "$base$stream/"); then
     echo "listing $url$stream/ FAILED: not pruned" >&2
     continue
   fi
-  backups=""
-  total=0
+  keys=()
   for folder in $(folders "$listing"); do
     case $folder in
-      [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z*)
-        backups="$backups $folder"; total=$((total + 1)) ;;
-      *) echo "skipped $url$stream/$folder/: not a backup" ;;
+      [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z*) ;;
+      *) echo "skipped $url$stream/$folder/: not a backup"; continue ;;
     esac
+    if ! meta=$(mc cat "$base$stream/$folder/backup.json" 2>/dev/null); then
+      continue   # no backup.json: unfinished, or not ours; never pruned (as `python -m streams prune`)
+    fi
+    order_key "$folder" "$meta"
+    i=${#keys[@]}   # insertion into the ascending list
+    while [ "$i" -gt 0 ] && [[ "${keys[i-1]}" > "$key" ]]; do keys[i]=${keys[i-1]}; i=$((i - 1)); done
+    keys[i]=$key
   done
+  total=${#keys[@]}
   n=0
-  for folder in $backups; do
+  for key in "${keys[@]}"; do
     n=$((n + 1))
-    # the newest KEEP (the last in name order) always stay; older ones go once older than MAX_AGE
+    folder=${key##*,}
+    # the newest KEEP by that order always stay; older ones go once older than MAX_AGE
     if [ $((total - n)) -ge "$KEEP" ] && [ "$(epoch_of "$folder")" -lt "$cutoff" ]; then
       if mc rm --quiet "$base$stream/$folder/backup.json" >/dev/null \
          && mc rm --quiet --recursive --force "$base$stream/$folder/" >/dev/null; then

@@ -174,3 +174,62 @@ def test_the_snapshot_step_says_why_when_the_secret_has_no_ca(tmp_path, ca):
     else:
         assert snap.returncode == 1 and not called.exists()
         assert f"no CA certificate at {ca_file}" in snap.stderr and "tls.trust to system" in snap.stderr
+
+
+def meta_json(last_ts: str, last_seq: int, first_seq: int, *, description: str = "") -> bytes:
+    """backup.json as `nats stream backup` writes it: config first (whose own `first_seq`, and a description
+    that may say "state", must not be read as the state's), then state."""
+    return json.dumps({"config": {"name": "s", "first_seq": 999, "description": description},
+                       "state": {"messages": last_seq - first_seq + 1, "first_seq": first_seq, "last_seq": last_seq,
+                                 "first_ts": "2020-01-01T00:00:00Z", "last_ts": last_ts}}, indent=2).encode()
+
+
+# (folder id, backup.json or None for an unfinished one). The ids carry the taking node's clock; the states are
+# the server's account of the stream.
+PRUNE_TABLE = {
+    "node clock behind": [("20200101T000000Z-aaaa01", meta_json("2020-03-01T00:00:00.5Z", 300, 1)),
+                          ("20200102T000000Z-aaaa02", meta_json("2020-01-01T00:00:00Z", 100, 1)),
+                          ("20200103T000000Z-aaaa03", meta_json("2020-02-01T00:00:00Z", 200, 1))],
+    "same last message, more since": [("20200101T000000Z-bbbb01", meta_json("2020-01-05T00:00:00Z", 50, 1)),
+                                      ("20200102T000000Z-bbbb02", meta_json("2020-01-05T00:00:00Z", 40, 1)),
+                                      ("20200103T000000Z-bbbb03", meta_json("2020-01-05T00:00:00Z", 40, 7))],
+    "nanoseconds and an empty stream": [
+        ("20200101T000000Z-cccc01", meta_json("2020-01-05T00:00:00.000000002Z", 5, 1)),
+        ("20200102T000000Z-cccc02", meta_json("2020-01-05T00:00:00.00000001Z", 5, 1)),
+        ("20200103T000000Z-cccc03", meta_json("0001-01-01T00:00:00Z", 0, 0, description='the "state" of x')),
+        ("20200104T000000Z-cccc04", None)],
+}
+
+
+@pytest.mark.parametrize("case", PRUNE_TABLE)
+def test_the_cron_job_and_prune_keep_the_same_backups(s3_env, tmp_path, case):
+    """One order for both: the CronJob's upload script (mc image tools only) and `python -m streams prune`
+    (streams/backup/service.py plan_prune) keep the same backups of the same table."""
+    from datetime import timedelta
+
+    from streams.backup.service import plan_prune
+    s3 = s3_client()
+    for folder, meta in PRUNE_TABLE[case]:
+        s3.put_object(Bucket=s3_env, Key=f"nats/s/{folder}/stream.tar.s2", Body=b"x")
+        if meta is not None:
+            s3.put_object(Bucket=s3_env, Key=f"nats/s/{folder}/backup.json", Body=meta)
+    store = BackupStore(s3, s3_env, "nats")
+    python_keeps = {b.id for b in plan_prune(store.list("s"), keep=1, max_age=timedelta(days=1)).keep}
+    backup_dir = tmp_path / "backup"
+    (backup_dir / "streams").mkdir(parents=True)
+    (backup_dir / "ID").write_text("20260101T000000Z-00000000\n")
+    (backup_dir / "NOW").write_text(f"{calendar.timegm((2026, 1, 1, 0, 0, 0))}\n")
+    (backup_dir / "FAILED").write_text("")
+    mc_image = image_path(tmp_path / "mc-image", MC_IMAGE_TOOLS, {"mc": "mc_shim"})
+    scheme, host = os.environ["AWS_ENDPOINT_URL"].split("://", 1)
+    upload = run_in(mc_image, UPLOAD_SCRIPT, {
+        "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "BACKUP_DIR": str(backup_dir),
+        "MC_CONFIG_DIR": str(tmp_path / ".mc"), "MC_HOST_backup": f"{scheme}://{S3_ACCESS_KEY}:{S3_SECRET_KEY}@{host}",
+        "BUCKET": s3_env, "PREFIX": "nats", "KEEP": "1", "MAX_AGE_SECONDS": str(86400)})
+    assert upload.returncode == 0, upload.stderr
+    complete = {f for f, meta in PRUNE_TABLE[case] if meta is not None}
+    script_keeps = {b.id for b in store.list("s")} & complete
+    assert script_keeps == python_keeps and len(python_keeps) == 1
+    unfinished = {f for f, meta in PRUNE_TABLE[case] if meta is None}
+    for folder in unfinished:   # never pruned by either
+        assert s3.list_objects_v2(Bucket=s3_env, Prefix=f"nats/s/{folder}/")["KeyCount"] == 1

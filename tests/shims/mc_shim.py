@@ -2,7 +2,7 @@
 script here: `cp`, `ls`, `rm` (--recursive, --force, --quiet, --incomplete, --older-than), backed by boto3
 against the test S3 (moto). As the real mc (minio/mc cmd/config.go parseEnvURLStr), it takes the alias
 only from MC_HOST_<alias>=http(s)://KEY:SECRET@host, and `ls` prints what cmd/ls.go contentMessage.String
-prints: "[<time>]<size, 7 wide> <name>". Every command line it is given is appended to $MC_SHIM_ARGV_LOG.
+prints: "[<time>]<size, 7 wide> <name>"; `cat` writes an object to stdout. Every command line it is given is appended to $MC_SHIM_ARGV_LOG.
 """
 import os
 import re
@@ -62,6 +62,15 @@ def main(argv: list[str]) -> int:
     if args[0] == "cp":
         s3, bucket, key = _target(args[2])
         s3.upload_file(args[1], bucket, key)
+        return 0
+    if args[0] == "cat":   # mc cat ALIAS/BUCKET/KEY: the object to stdout (minio/mc cmd/cat-main.go)
+        s3, bucket, key = _target(args[1])
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            print(f"mc: <ERROR> Unable to read from `{args[1]}`. Object does not exist.", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(body)
         return 0
     if args[0] == "ls":
         s3, bucket, prefix = _target(args[1])
