@@ -34,7 +34,7 @@ except (SettingsError, CatalogError) as exc:
     raise pulumi.RunError(str(exc)) from None  # one clean message at preview, no traceback
 credentials_warning = backup_credentials_warning(settings, present_backup_keys())
 for warning in [*near_miss_namespaces(all_config_keys()), *settings.warnings, *conflict_warnings,
-                *catalog_warnings(catalog),
+                *catalog_warnings(catalog, jetstream_servers=settings.replicas),
                 *stream_warnings, *filter(None, [credentials_warning])]:
     pulumi.log.warn(warning)
 

@@ -323,6 +323,11 @@ def _go_mem_limit(raw: Mapping[str, Any], memory_limit: Quantity) -> int:
         limit = parse_go_memlimit(value, config_key("goMemLimit"))
     except QuantityError as exc:
         raise SettingsError(str(exc)) from None
+    if limit < MIN_MEMORY_LIMIT:
+        raise SettingsError(
+            f"{config_key('goMemLimit')}: {value} is below what nats-server needs at rest (about 14 MiB with JetStream "
+            "on, 2.15.1): the Go runtime would collect garbage without pause and the server would crawl. Give at "
+            f"least 32MiB, or remove it to have it derived ({format_go_memlimit(int(memory_limit.bytes * GOMEMLIMIT_SHARE) // 2**20 * 2**20)})")
     if limit >= memory_limit.bytes:
         raise SettingsError(
             f"{config_key('goMemLimit')}: {value} is not below the container memory limit "
@@ -381,6 +386,10 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
         return LoadBalancer(ip=None)
     sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations", "sharingKey"))
     ip = sec.get("ip", LoadBalancer.ip)
+    if ip is not None and not isinstance(ip, str):
+        # ipaddress takes an integer too (3232235777 is 192.168.1.1): a number here is a typo, not an address.
+        raise SettingsError(f"{config_key('loadBalancer.ip')}: {ip!r} is not an address written as text; give the "
+                            "MetalLB address such as \"10.0.0.248\" (quoted), or null for a ClusterIP service")
     if ip is not None:
         try:
             address = ipaddress.ip_address(ip)
@@ -541,6 +550,11 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
         raise SettingsError(f"{config_key('backups.maxAge')}: {exc}") from None
     if max_age_ns < 86400 * 10**9:
         raise SettingsError(f"{config_key('backups.maxAge')}: {max_age!r} is under a day; keep backups longer")
+    if max_age_ns > _MAX_STORE:
+        # The same bound as a stream's maxAge: nanoseconds in a signed 64-bit number (rules.py, 10025).
+        raise SettingsError(f"{config_key('backups.maxAge')}: {max_age!r} is longer than a duration can be (about "
+                            "292 years); to keep every backup, leave pruning to backups.keep with a long maxAge such "
+                            "as 100y")
     return Backups(enabled=enabled, schedule=schedule, bucket=bucket, prefix=prefix, endpoint=endpoint,
                    streams=streams, keep=_int(sec.get("keep", d.keep), "backups.keep", minimum=1),
                    max_age=str(max_age), max_age_seconds=max_age_ns // 10**9)

@@ -589,10 +589,16 @@ def _check_store_reservations(specs: list[StreamSpec], store_limits: Mapping[str
                                "or grow the store")
 
 
-def catalog_warnings(specs: tuple[StreamSpec, ...]) -> list[str]:
+def catalog_warnings(specs: tuple[StreamSpec, ...], *, jetstream_servers: int = 1) -> list[str]:
     """Valid declarations that are probably mistakes: shown by `pulumi preview`, never refused."""
     out = []
     for spec in specs:
+        if spec.config.get("mirror_direct") and "mirror" not in spec.config:
+            out.append(f"{stream_where(spec.name)}: mirrorDirect only applies to a mirror: the server refuses it when "
+                       "it creates the stream and ignores it on an existing one (nats-server 2.15.1)")
+        if spec.config.get("placement") and jetstream_servers == 1:
+            out.append(f"{stream_where(spec.name)}: placement {spec.config['placement']} has no effect on a single "
+                       "server, which takes every stream itself")
         for c in spec.consumers:
             for f in filters_receiving_nothing(c.config, spec.config.get("subjects") or []):
                 out.append(f"{consumer_where(spec.name, c.name)}: filter {f!r} matches none of the stream's subjects "

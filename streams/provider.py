@@ -38,7 +38,8 @@ from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_
                              stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
 from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, NO_MESSAGE_FOUND, STREAM_NAME_IN_USE,
-                               JetStreamApiError, JetStreamClient, NatsUnavailable, client_for)
+                               STREAM_SUBJECT_OVERLAP, JetStreamApiError, JetStreamClient, NatsUnavailable,
+                               client_for)
 from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
 from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
@@ -77,6 +78,10 @@ class AdoptionRefused(RuntimeError):
 
 class ReplacementRefused(RuntimeError):
     """A replacement the server would not complete; checked before anything was deleted."""
+
+
+class SubjectsTaken(RuntimeError):
+    """Another stream on the server holds the subjects a new stream declares."""
 
 
 class ReplacementFailed(RuntimeError):
@@ -193,8 +198,9 @@ class StreamProvider(_JetStreamProvider):
     GUARD_LIMITS = "messages"
 
     def _keep(self, props: dict) -> tuple[str, ...]:
-        """Wire keys left as the server has them (none for a stream)."""
-        return ()
+        """Wire keys left as the server has them: a mirror's mirrorDirect, when not declared, is its origin's
+        allowDirect (nats-server stream.go checkStreamCfg inherits it, and refuses a mismatch in pedantic mode)."""
+        return ("mirror_direct",) if props.get("mirror") and props.get("mirrorDirect") is None else ()
 
     # ------------------------------------------------------------ offline
     def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
@@ -215,7 +221,8 @@ class StreamProvider(_JetStreamProvider):
             replace_camel = {_camel(STREAM_FIELDS, k) for k in STREAM_REPLACE_KEYS}
             return DiffResult(changes=True, replaces=[k for k in unknown if k in replace_camel],
                               delete_before_replace=False)
-        old_wire, new_wire = self._wire(olds), self._wire(news)
+        old_wire = self._wire(olds)
+        new_wire = keep_from(self._wire(news), old_wire, self._keep(news))
         plan = plan_stream_change(old_wire, new_wire)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [_camel(STREAM_FIELDS, k) for k in plan.replace_keys]
@@ -354,12 +361,44 @@ async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow
     return info, removed
 
 
+async def _mirror_direct_from_origin(c: JetStreamClient, desired: dict) -> dict:
+    """A mirror's mirrorDirect as the server would inherit it from its origin (in pedantic mode it refuses anything
+    else: stream.go, "origin stream has direct get set, mirror has it disabled")."""
+    mirror = desired.get("mirror") or {}
+    if not mirror.get("name") or (mirror.get("external") or {}).get("api"):
+        return desired
+    origin = await c.stream_info(mirror["name"])
+    if origin is None or not origin["config"].get("allow_direct"):
+        return desired
+    return {**desired, "mirror_direct": True}
+
+
+async def _subjects_taken(c: JetStreamClient, desired: dict, exc: JetStreamApiError) -> RuntimeError:
+    """Words for 10065 on create: which stream holds the subjects, and the rename it may be."""
+    for info in await c.stream_infos():
+        other = info["config"]["name"]
+        for mine in desired.get("subjects") or []:
+            for theirs in info["config"].get("subjects") or []:
+                if other != desired["name"] and subjects_overlap(mine, theirs):
+                    return SubjectsTaken(
+                        f"{stream_where(desired['name'])}: its subject {mine!r} overlaps {theirs!r} of stream {other!r} "
+                        f"on the server ({exc}). If this is {other!r} renamed, declare renamedFrom: {other} on "
+                        f"{desired['name']!r}: the old stream then goes first, under the data-loss rules (two streams "
+                        "cannot hold one subject, and Pulumi creates before it deletes). Otherwise change the subjects "
+                        f"or remove {other!r}. Nothing was changed")
+    return exc
+
+
 async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss: bool, *,
                                   guard_limits: str = "messages", keep: tuple[str, ...] = ()) -> tuple[dict, int]:
     name = desired["name"]
+    if "mirror_direct" in keep:
+        desired = await _mirror_direct_from_origin(c, desired)
     try:  # the common case in one round trip; an identical stream of ours is a success too
         return await c.create_stream(_mark(desired)), 0
     except JetStreamApiError as exc:
+        if exc.err_code == STREAM_SUBJECT_OVERLAP:
+            raise await _subjects_taken(c, desired, exc) from None
         # The server checks the storage reservation before it looks for the stream: re-creating an existing
         # stream whose maxBytes is more than half its store is refused as insufficient storage (10047), not as
         # a name in use. Either way, look for the stream.

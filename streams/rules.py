@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
+from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap, transform_problem
 
 MS = 10**6
 SECOND = 10**9
@@ -75,6 +75,10 @@ def _check_source(src: Mapping[str, Any], key: str, *, mirror: bool) -> None:
     transforms = src.get("subject_transforms") or []
     if src.get("filter_subject") and transforms:
         raise RuleBroken(f"{key}.subjectTransforms", "give filterSubject or subjectTransforms, not both")  # 10150/10144
+    for t in transforms:
+        problem = transform_problem(t.get("src", ""), t.get("dest", ""))
+        if problem:
+            raise RuleBroken(f"{key}.subjectTransforms", f"the server refuses this mapping: {problem}")    # 10156
     for i, a in enumerate(transforms):
         for b in transforms[i + 1:]:
             clash = subjects_overlap(a["src"], b["src"]) if mirror else (
@@ -166,8 +170,17 @@ def check_stream_rules(cfg: Mapping[str, Any], *, creating: bool | None = None) 
             if bad:
                 raise RuleBroken(camel, "a mirror cannot have this; mirrors copy another stream as it is")
         _check_source(mirror, "mirror", mirror=True)
-    elif cfg.get("mirror_direct"):
+        if mirror.get("name") == cfg.get("name") and not (mirror.get("external") or {}).get("api"):
+            raise RuleBroken("mirror.name", "a stream cannot mirror itself")                                # 10052 cycle
+    elif cfg.get("mirror_direct") and creating is True:
+        # Refused on create ("stream has no mirror but does have mirror direct"), taken and ignored on update
+        # (measured on 2.15.1): catalog_warnings says so where this cannot know which.
         raise RuleBroken("mirrorDirect", "only applies to a mirror")                                        # 10052
+    transform = cfg.get("subject_transform")
+    if transform:
+        problem = transform_problem(transform.get("src", ""), transform.get("dest", ""))
+        if problem:
+            raise RuleBroken("subjectTransform", f"the server refuses this mapping: {problem}")            # 10156
     seen = set()
     for i, src in enumerate(cfg.get("sources") or []):
         _check_source(src, f"sources[{i}]", mirror=False)
@@ -231,8 +244,10 @@ class StreamContext:
 def fill_consumer_defaults(cfg: dict, stream: StreamContext) -> dict:
     """Values the server would take from the stream's consumer limits, written in so that pedantic mode
     accepts the declaration (nats-server `setConsumerConfigDefaults`)."""
-    if stream.max_ack_pending and "max_ack_pending" not in cfg and cfg.get("ack_policy") != "none":
-        cfg["max_ack_pending"] = stream.max_ack_pending
+    if stream.max_ack_pending and "max_ack_pending" not in cfg:
+        # Pedantic mode wants it set whenever the stream limits it (10157), acks or not; without acks nothing is
+        # pending, and -1 is the one value a push consumer without acks may carry (a positive one is 10082).
+        cfg["max_ack_pending"] = stream.max_ack_pending if cfg.get("ack_policy", "none") != "none" else -1
     if stream.inactive_threshold and "inactive_threshold" not in cfg:
         cfg["inactive_threshold"] = stream.inactive_threshold
     return cfg

@@ -68,3 +68,91 @@ def subject_is_subset(inner: str, outer: str) -> bool:
         if t != o:
             return False
     return len(ti) == len(to)
+
+
+# nats-server's subject mapping destinations (server/subject_transform.go, NewSubjectTransformWithStrict and
+# indexPlaceHolders, non-strict as streams use them): the functions, in the order the server tries them.
+_MAPPING_FUNCTIONS = [(name, re.compile(r"\{\{\s*" + pattern + r"\s*\((.*)\)\s*\}\}")) for name, pattern in (
+    ("wildcard", "[wW]ildcard"), ("partition", "[pP]artition"), ("splitfromleft", "[sS]plit[fF]rom[lL]eft"),
+    ("splitfromright", "[sS]plit[fF]rom[rR]ight"), ("slicefromleft", "[sS]lice[fF]rom[lL]eft"),
+    ("slicefromright", "[sS]lice[fF]rom[rR]ight"), ("right", "[rR]ight"), ("left", "[lL]eft"), ("split", "[sS]plit"),
+    ("random", "[rR]andom"))]
+_ARG_SEPARATOR = re.compile(r",\s*")
+INT32_MAX = 2**31 - 1
+
+
+def _int_arg(text: str) -> int | None:
+    text = text.strip(" ")
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else None
+
+
+def _placeholder(token: str) -> tuple[str, list[int]] | str:
+    """A destination token's function and the source wildcard indexes it reads, or why the server refuses it."""
+    if len(token) > 1 and token[0] == "$":
+        index = _int_arg(token[1:])
+        return ("none", []) if index is None or token[1:] != token[1:].strip() else ("wildcard", [index])
+    if not (len(token) > 4 and token.startswith("{{") and token.endswith("}}")):
+        return "none", []
+    name, match = next(((name, m) for name, rx in _MAPPING_FUNCTIONS if (m := rx.search(token))), ("", None))
+    if match is None:
+        return f"{token!r}: unknown mapping function"
+    args = _ARG_SEPARATOR.split(match.group(1))
+    if name == "wildcard":
+        if len(args) == 1 and args[0] == "":
+            return f"{token!r}: not enough arguments"
+        if len(args) > 1:
+            return f"{token!r}: too many arguments"
+        index = _int_arg(args[0])
+        return f"{token!r}: invalid argument" if index is None else ("wildcard", [index])
+    if name == "partition":
+        count = _int_arg(args[0])
+        indexes = [_int_arg(a) for a in args[1:]]
+        if count is None or count > INT32_MAX or None in indexes:
+            return f"{token!r}: invalid argument"
+        return "partition", indexes
+    if name == "random":
+        count = _int_arg(args[0]) if len(args) == 1 else None
+        if len(args) != 1:
+            return f"{token!r}: not enough arguments"
+        return f"{token!r}: invalid argument" if count is None or count > INT32_MAX else ("random", [])
+    if len(args) < 2:
+        return f"{token!r}: not enough arguments"
+    if len(args) > 2:
+        return f"{token!r}: too many arguments"
+    index = _int_arg(args[0])
+    if name == "split":
+        if index is None or " " in args[1] or "." in args[1]:
+            return f"{token!r}: invalid argument"
+        return "split", [index]
+    number = _int_arg(args[1])
+    if index is None or number is None or not -2**31 <= number <= INT32_MAX:
+        return f"{token!r}: invalid argument"
+    return name, [index]
+
+
+def transform_problem(source: str, destination: str) -> str | None:
+    """Why nats-server refuses the subject mapping `source` -> `destination` (JetStream error 10156 for a stream's
+    subjectTransform), or None."""
+    if not destination:
+        return None
+    source = source or ">"
+    for subject in (source, destination):
+        if subject_problem(subject):
+            return subject_problem(subject)
+    stokens, dtokens = source.split("."), destination.split(".")
+    if "*" in dtokens:
+        return f"destination {destination!r} may not contain '*' (use {{{{wildcard(1)}}}} for the source's first)"
+    if (stokens[-1] == ">") != (dtokens[-1] == ">"):
+        return f"source and destination must both end in '>' or neither ({source!r} -> {destination!r})"
+    wildcards = stokens.count("*")
+    for token in dtokens:
+        found = _placeholder(token)
+        if isinstance(found, str):
+            return found
+        kind, indexes = found
+        if wildcards or stokens[-1] == ">":
+            if kind not in ("none", "random") and any(i > wildcards for i in indexes):
+                return f"{token!r}: wildcard index out of range (the source {source!r} has {wildcards} '*')"
+        elif kind not in ("none", "random", "partition"):
+            return f"{token!r}: wildcard index out of range (the source {source!r} has no '*')"
+    return None

@@ -372,3 +372,36 @@ def test_wrong_credentials_fail_at_once_without_the_password(auth_server, capfd)
     assert "natsPassword" in message and "wrong-pw" not in message and "admin:***@" in message
     close_all_clients()
     assert "Traceback" not in capfd.readouterr().err  # nats-py's own error logging is quiet
+
+
+# ---------------------------------------------------------------- what the server refused only at up before
+
+def test_a_consumer_without_acks_on_a_stream_with_consumer_limits(streams, consumers, raw):
+    """Pedantic create wants maxAckPending set when the stream limits it (10157), acks or not: -1 for no acks."""
+    decl = {"subjects": ["lim.>"], "consumerLimits": {"maxAckPending": 50}}
+    Managed(streams).create(stream_inputs("lim", decl))
+    for name, extra in (("pull", {}), ("push", {"deliverSubject": "out.push"})):
+        c = Managed(consumers).create(consumer_inputs("lim", decl, name, {"ackPolicy": "none", **extra}))
+        assert raw.consumer("lim", name)["config"]["max_ack_pending"] == -1
+        assert c.apply(consumer_inputs("lim", decl, name, {"ackPolicy": "none", **extra})) == "same"
+
+
+def test_a_mirror_inherits_direct_gets_from_its_origin(streams, raw):
+    """A mirror of a stream with allowDirect gets mirrorDirect as the server would give it (pedantic mode refuses
+    the mismatch: stream.go, "origin stream has direct get set, mirror has it disabled"), and no drift after."""
+    Managed(streams).create(stream_inputs("origin-d", {"subjects": ["od.>"], "allowDirect": True}))
+    mirror = Managed(streams).create(stream_inputs("mirror-d", {"mirror": {"name": "origin-d"}}))
+    assert raw.stream("mirror-d")["config"]["mirror_direct"] is True
+    mirror.refresh()
+    assert mirror.apply(stream_inputs("mirror-d", {"mirror": {"name": "origin-d"}})) == "same"
+
+
+def test_a_stream_taking_the_subjects_of_another_says_to_use_renamed_from(streams, raw):
+    """Renaming by editing the name (the old declaration gone, the new one with the same subjects): Pulumi creates
+    the new one before it deletes the old, and the server refuses the overlap (10065). The error says what to do."""
+    from streams.provider import SubjectsTaken
+    Managed(streams).create(stream_inputs("before", {"subjects": ["rn.>"]}))
+    with pytest.raises(SubjectsTaken, match=r"stream 'after': its subject 'rn.>' overlaps 'rn.>' of stream 'before'.*"
+                                            r"declare renamedFrom: before"):
+        Managed(streams).create(stream_inputs("after", {"subjects": ["rn.>"]}))
+    assert raw.stream("after")["error"]["err_code"] == 10059

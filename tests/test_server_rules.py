@@ -36,13 +36,22 @@ BAD = [
     ("counter with discard new", {**BASE, "allowMsgCounter": True, "discard": "new"}, None, "allowMsgCounter", 10052),
     ("counter with interest", {**BASE, "allowMsgCounter": True, "retention": "interest"}, None, "allowMsgCounter",
      10052),
-    ("mirrorDirect without mirror", {**BASE, "mirrorDirect": True}, None, "mirrorDirect", 10052),
     ("schedules without rollup", {**BASE, "allowMsgSchedules": True}, None, "allowMsgSchedules", 10052),
     ("schedules with discard new", {**BASE, "allowMsgSchedules": True, "allowRollup": True, "discard": "new"}, None,
      "allowMsgSchedules", 10052),
     ("async persist on memory", {**BASE, "persistMode": "async", "storage": "memory"}, None, "persistMode", 10052),
     ("mirror with firstSeq", {"mirror": {"name": "origin"}, "firstSeq": 5}, None, "firstSeq", 10143),
     ("mirror with counters", {"mirror": {"name": "origin"}, "allowMsgCounter": True}, None, "allowMsgCounter", 10173),
+    ("a stream mirroring itself", {"mirror": {"name": "rs"}}, None, "mirror.name", 10052),
+    ("transform index beyond the wildcards", {**BASE, "subjectTransform": {"source": "r.*",
+                                                                          "destination": "x.{{wildcard(2)}}"}},
+     None, "subjectTransform", 10156),
+    ("transform with an unknown function", {**BASE, "subjectTransform": {"source": "r.*", "destination": "x.{{wild(1)}}"}},
+     None, "subjectTransform", 10156),
+    ("transform with '*' in the destination", {**BASE, "subjectTransform": {"source": "r.*", "destination": "x.*"}},
+     None, "subjectTransform", 10156),
+    ("transform using a wildcard of none", {**BASE, "subjectTransform": {"source": "r.a", "destination": "x.$1"}},
+     None, "subjectTransform", 10156),
     ("last_per_subject without filter", BASE, {"deliverPolicy": "last_per_subject"}, "deliverPolicy", 10094),
     ("push heartbeat under 100ms", BASE, {"deliverSubject": "out.x", "idleHeartbeat": "50ms"}, "idleHeartbeat", 10083),
     ("pull maxExpires under 1ms", BASE, {"maxExpires": "500us"}, "maxExpires", 10115),
@@ -84,6 +93,17 @@ GOOD = [
                                  "idleHeartbeat": "1s", "maxAckPending": 100}),
     ("JetStream events with noAck", {"subjects": ["$JS.EVENT.>"]}, None),
     ("mirror of a stream", {"mirror": {"name": "origin"}}, None),
+    ("consumer without acks on a stream with consumer limits", {**BASE, "consumerLimits": {"maxAckPending": 10}},
+     {"ackPolicy": "none"}),
+    ("push consumer without acks on a stream with consumer limits", {**BASE, "consumerLimits": {"maxAckPending": 10}},
+     {"ackPolicy": "none", "deliverSubject": "out.x"}),
+    ("transforms the server takes", {**BASE, "subjectTransform": {"source": "r.*.*",
+                                                                  "destination": "x.{{wildcard(2)}}.$1.{{partition(3,1)}}"}},
+     None),
+    ("transform functions", {**BASE, "subjectTransform": {"source": "r.*", "destination":
+                                                          "x.{{SplitFromLeft(1,2)}}.{{split(1,-)}}.{{random(4)}}"}},
+     None),
+    ("placement on a single server", {**BASE, "placement": {"cluster": "c1"}}, None),
 ]
 
 
@@ -140,6 +160,29 @@ def test_bad_declaration_fails_offline_and_on_the_server(raw, monkeypatch, what,
 def test_valid_declaration_passes_offline_and_on_the_server(raw, what, stream, consumer):
     [spec] = load_catalog(_declare(stream, consumer))
     assert _server_answer(raw, spec) is None
+
+
+def test_mirror_direct_off_a_mirror_is_refused_at_create_only_and_warned_about(raw):
+    """nats-server 2.15.1 refuses mirrorDirect on a stream that is no mirror when it creates it ("stream has no mirror
+    but does have mirror direct", 10052) and takes it on an update: Check refuses it for a new stream, the catalog
+    (which cannot tell) warns."""
+    from streams.catalog import catalog_warnings, stream_wire_config
+    decl = {**BASE, "mirrorDirect": True}
+    with pytest.raises(CatalogError, match="mirrorDirect: only applies to a mirror"):
+        stream_wire_config("s", decl, creating=True)
+    wire = stream_wire_config("s", decl, creating=False)
+    assert raw.api("$JS.API.STREAM.CREATE.s", {**wire, "pedantic": True})["error"]["err_code"] == 10052
+    raw.api("$JS.API.STREAM.CREATE.s", {**stream_wire_config("s", BASE), "pedantic": True})
+    assert raw.api("$JS.API.STREAM.UPDATE.s", {**wire, "pedantic": True})["config"]["mirror_direct"] is True
+    [warning] = catalog_warnings(load_catalog({"s": decl}))
+    assert "mirrorDirect only applies to a mirror" in warning
+
+
+def test_placement_on_one_server_is_warned_about_not_refused():
+    from streams.catalog import catalog_warnings
+    specs = load_catalog({"s": {**BASE, "placement": {"cluster": "c1"}}})
+    assert "has no effect on a single server" in catalog_warnings(specs)[0]
+    assert catalog_warnings(specs, jetstream_servers=3) == []
 
 
 def test_sealed_is_refused_at_create_only(raw):

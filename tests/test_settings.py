@@ -94,6 +94,12 @@ BAD = [
     ({"backups": {"maxAge": "2h"}}, "homelab-nats:backups.maxAge", "under a day"),
     ({"backups": {"maxAge": "2 weeks"}}, "homelab-nats:backups.maxAge", "not a duration"),
     ({"backups": {"keep": 0}}, "homelab-nats:backups.keep", "at least 1"),
+    # Passed preview before and broke later:
+    ({"loadBalancer": {"ip": 167772408}}, "homelab-nats:loadBalancer.ip", "not an address written as text"),
+    ({"goMemLimit": "4MiB"}, "homelab-nats:goMemLimit", "below what nats-server needs at rest"),
+    ({"backups": {"maxAge": "300y"}}, "homelab-nats:backups.maxAge", "longer than a duration can be"),
+    ({"loadBalancer": {"ip": "10.0.0.248", "sharingKey": "a b"}}, "homelab-nats:loadBalancer.sharingKey", "no spaces"),
+    ({"tls": {"enabled": True, "trust": "acme"}}, "homelab-nats:tls.trust", "not one of issuerCa, system"),
 ]
 
 

@@ -12,7 +12,7 @@ from streams.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, Stream
 from streams.jetstream import JetStreamApiError
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
 from streams.provider import (AdoptionRefused, ConsumerProvider, DataLossRefused, ReplacementFailed,
-                              ReplacementRefused, StreamProvider)
+                              ReplacementRefused, StreamProvider, SubjectsTaken)
 from streams.resources import consumer_props, stream_props
 
 
@@ -69,7 +69,7 @@ def configured_providers(url: str, ready_timeout: str = "60s", login: tuple[str,
 
 # What a refusal is: the provider said no to this object (data loss, adoption, a replacement the server would not
 # complete) or the server refused its config. Anything else (NATS gone) stops the whole apply.
-_REFUSALS = (DataLossRefused, AdoptionRefused, ReplacementRefused, ReplacementFailed, JetStreamApiError)
+_REFUSALS = (DataLossRefused, AdoptionRefused, ReplacementRefused, ReplacementFailed, SubjectsTaken, JetStreamApiError)
 
 
 def apply_catalog(specs: tuple[StreamSpec, ...], url: str, *, jetstream_servers: int = 1,
