@@ -1,4 +1,5 @@
 """`python -m streams check` against the local mode and against broken setups; the local mode itself."""
+import contextlib
 import json
 import socket
 import signal
@@ -271,6 +272,31 @@ def test_dev_says_what_it_created_updated_and_left_alone(tmp_path):
     assert not [line for line in lines if line.startswith("applied ")]
 
 
+@contextlib.contextmanager
+def foreground_dev(port: int, http_port: int, data_dir, *extra):
+    """`python -m streams dev` in the foreground, as a person runs it: yields once it printed its export line (with
+    what it printed up to there); stopped with Ctrl-C after. Its stderr is in `.stderr` of the yielded list."""
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "dev", "--port", str(port), "--http-port", str(http_port),
+                             "--data-dir", str(data_dir), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    printed = _Printed()
+    try:
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("  export NATS_URL="):
+                break
+        printed.process = proc
+        yield printed
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, printed.stderr = proc.communicate(timeout=30)
+
+
+class _Printed(list):
+    process = None
+    stderr = ""
+
+
 def test_a_refused_change_keeps_the_server_serving_the_last_good_state(tmp_path):
     """In the foreground a refusal is printed and the server keeps serving, the other objects applied."""
     port, http_port = free_port(), free_port()
@@ -278,41 +304,19 @@ def test_a_refused_change_keeps_the_server_serving_the_last_good_state(tmp_path)
                                                                           "t": {"subjects": ["t.>"]}}))
     assert first.returncode == 0, first.stderr
     path = stack_file(tmp_path, {"s": {"subjects": ["s.>"], "maxMsgs": 5}, "t": {"subjects": ["t.>"], "maxAge": "1h"}})
-    proc = subprocess.Popen([sys.executable, "-m", "streams", "dev", "--port", str(port), "--http-port", str(http_port),
-                             "--data-dir", str(tmp_path / "dev"), "--stack", path], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("  export NATS_URL="):
-                break
+    with foreground_dev(port, http_port, tmp_path / "dev", "--stack", path):
         raw = RawJetStream(f"nats://127.0.0.1:{port}")
         assert raw.stream("t")["config"]["max_age"] == 3600 * 10**9           # the other change was applied
         assert raw.stream("s")["config"]["max_msgs"] == 5
         raw.publish("s.a", [b"x"] * 20)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
     smaller = stack_file(tmp_path, {"s": {"subjects": ["s.>"], "maxMsgs": 2}, "t": {"subjects": ["t.>"], "maxAge": "2h"}})
-    proc = subprocess.Popen([sys.executable, "-m", "streams", "dev", "--port", str(port), "--http-port", str(http_port),
-                             "--data-dir", str(tmp_path / "dev"), "--stack", smaller], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out = []
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("  export NATS_URL="):
-                break
-        assert proc.poll() is None                                            # still serving
+    with foreground_dev(port, http_port, tmp_path / "dev", "--stack", smaller) as out:
+        assert out.process.poll() is None                                     # still serving
         raw = RawJetStream(f"nats://127.0.0.1:{port}")
         assert raw.stream("s")["state"]["messages"] == 5                       # the refused change left it as it was
         assert raw.stream("t")["config"]["max_age"] == 2 * 3600 * 10**9        # the rest applied
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    assert "refused stream s: stream 's': refusing to lower maxMsgs: it would delete 3 of its 5 messages" in err
-    assert "make dev keeps serving the last good state" in err and "backup s --to " in err
+    assert "refused stream s: stream 's': refusing to lower maxMsgs: it would delete 3 of its 5 messages" in out.stderr
+    assert "make dev keeps serving the last good state" in out.stderr and "backup s --to " in out.stderr
     assert "updated stream t: maxAge" in "".join(out)
 
 

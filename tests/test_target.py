@@ -1,14 +1,10 @@
 """Which server a command talks to (streams/cli/target.py): named, or the running make dev, never the LAN by default.
 The decision is a table; the discovery of a running make dev and the commands' first line run for real."""
-import subprocess
-import sys
-
 import pytest
 
 from streams.cli import main, target
 from streams.cli.target import NO_TARGET, NoTarget, RunningDev, StackAddress, resolve_target, running_devs
 from streams.local.server import free_port
-from tests.pulumi_harness import ROOT
 
 DEV = RunningDev("homelab", "nats://127.0.0.1:14222", "http://127.0.0.1:18222", "/x/.local/homelab")
 OTHER = RunningDev("other", "nats://127.0.0.1:24222", "http://127.0.0.1:28222", "/x/.local/other")
@@ -81,15 +77,10 @@ def test_backups_need_a_named_s3_store(no_local, capsys):
 
 
 def test_a_running_make_dev_is_found_and_named_on_the_first_line(no_local, capsys):
+    from tests.test_check_and_local import foreground_dev
     port, http_port = free_port(), free_port()
     folder = no_local / "homelab"
-    dev = subprocess.Popen([sys.executable, "-m", "streams", "dev", "--port", str(port), "--http-port", str(http_port),
-                            "--data-dir", str(folder)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
-    try:
-        for line in dev.stdout:
-            if line.startswith("  export NATS_URL="):
-                break
+    with foreground_dev(port, http_port, folder):
         assert running_devs(no_local) == [RunningDev("homelab", f"nats://127.0.0.1:{port}",
                                                      f"http://127.0.0.1:{http_port}", str(folder))]
         code = main(["check", "--json", "--no-round-trip"])
@@ -97,9 +88,6 @@ def test_a_running_make_dev_is_found_and_named_on_the_first_line(no_local, capsy
         assert err.splitlines()[0] == (f"NATS: nats://127.0.0.1:{port} (the running make dev of stack homelab, "
                                        f"{folder})")
         assert code == 0, out
-    finally:
-        dev.terminate()
-        dev.communicate(timeout=30)
     # Stopped: its file is gone, and nothing is found any more.
     assert not (folder / "dev.json").exists() and running_devs(no_local) == []
 

@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -21,12 +19,12 @@ from urllib.parse import urlparse
 
 import nats.errors
 
-from components.settings import Settings, SettingsError, backup_credentials_warning, redact_url
-from streams.catalog import CatalogError, StreamSpec
+from components.settings import Settings, backup_credentials_warning, redact_url
+from streams.catalog import StreamSpec
 from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
                                 refusals)
-from streams.cli.target import NoTarget, target_from_args
-from streams.cli.dev import load_stack, read_stack_file
+from streams.cli.target import announce_with_stack
+from streams.cli.dev import read_stack_file
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 from streams.units import parse_server_time
 
@@ -279,13 +277,10 @@ def cluster_only_findings(target, settings: Settings, present_keys: set[str]) ->
 
 
 def cmd_check(args) -> int:
-    try:
-        target = target_from_args(args)
-        settings, specs, buckets = load_stack(target.stack)
-    except (SettingsError, CatalogError, NoTarget) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    found = announce_with_stack(args)
+    if found is None:
         return 2
-    print(target.line(), file=sys.stderr, flush=True)
+    target, (settings, specs, buckets) = found
     server = target.nats_url
     monitor = target.monitor_url or f"http://{urlparse(server.split(',')[0]).hostname}:{settings.ports.monitoring}"
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,

@@ -148,19 +148,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from streams.cli.dev import load_stack
-    from streams.cli.target import NoTarget, target_from_args
+    from streams.cli.target import announce_with_stack
     from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
-    from components.settings import SettingsError
-    from streams.catalog import CatalogError
 
-    try:
-        target = target_from_args(args)
-        _, catalog, buckets = load_stack(target.stack)
-    except (NoTarget, SettingsError, CatalogError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    found = announce_with_stack(args)
+    if found is None:
         return 2
-    print(target.line(), file=sys.stderr, flush=True)
+    target, (_, catalog, buckets) = found
 
     async def go():
         nc = await connect_once(target.nats_url)

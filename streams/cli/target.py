@@ -156,3 +156,22 @@ def s3_endpoint(flag: str | None, environ: dict, stack: str | None) -> str:
         return load_settings(read_stack_file(stack)).backups.endpoint
     raise NoTarget("no S3 store named: pass --endpoint URL or set AWS_ENDPOINT_URL (or --stack homelab for the stack's "
                    "backups.endpoint); for a plain folder use --to/--from DIR")
+
+
+def announce_with_stack(args):
+    """For the commands that read a stack's declarations too (check, report): the target and its stack's (settings,
+    catalog, buckets), with the target said on the first line; None after saying why there is none."""
+    import sys
+
+    from components.settings import SettingsError
+    from streams.catalog import CatalogError
+    from streams.cli.dev import load_stack
+
+    try:
+        found = target_from_args(args)
+        stack = load_stack(found.stack)
+    except (NoTarget, SettingsError, CatalogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    print(found.line(), file=sys.stderr, flush=True)
+    return found, stack
