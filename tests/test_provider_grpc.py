@@ -330,3 +330,26 @@ def test_a_refresh_with_refused_credentials_fails(engine, tmp_path, homelab_sett
         with pytest.raises(grpc.RpcError) as err:
             engine.read(STREAM_URN, "app-logs", recorded)
         assert "refused the credentials" in err.value.details() and "wrong-password" not in err.value.details()
+
+
+def test_state_written_before_the_layout_change_still_works(engine, nats_server):
+    """Every resource's state holds its provider pickled by reference to its module (`streams.provider`,
+    `streams.bucket_provider`): state written by the code before the layout change (tests/fixtures) must still
+    create, refresh, update and delete with today's code."""
+    import json
+    state = json.loads((ROOT / "tests" / "fixtures" / "state_before_layout.json").read_text())
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    id_, outs = engine.create(STREAM_URN, state["stream"])
+    cid, couts = engine.create(CONSUMER_URN, state["consumer"])
+    kv_urn = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:KeyValue::kv-x"
+    kid, kouts = engine.create(kv_urn, state["keyValue"])
+    assert raw.stream("legacy")["config"]["max_age"] == 3600 * 10**9 and raw.stream("KV_legacy-kv")["config"]
+    assert engine.read(STREAM_URN, id_, outs)[0] == "legacy" and engine.read(CONSUMER_URN, cid, couts)[0] == cid
+    engine.update(STREAM_URN, id_, outs, {**state["stream"], "maxAge": "2h"})
+    assert raw.stream("legacy")["config"]["max_age"] == 2 * 3600 * 10**9
+    engine.delete(CONSUMER_URN, cid, couts)
+    engine.delete(STREAM_URN, id_, outs)
+    engine.delete(kv_urn, kid, kouts)
+    assert raw.stream("legacy")["error"]["err_code"] == 10059 and raw.stream("KV_legacy-kv")["error"]["err_code"] == 10059
