@@ -4,16 +4,16 @@ Settings -> components -> outputs. Nothing else lives here.
 """
 import pulumi
 
-from components.auth import plan_users
-from components.backup_job import backup_stream_warnings, backup_streams
-from components.outputs import connection_details
+from stack.users import plan_users
+from render.backup_job import backup_stream_warnings, backup_streams
+from render.outputs import connection_details
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
-from components.manifests import homelab_git_conflicts
-from components.settings import SettingsError, backup_credentials_warning, load_settings
+from render.manifests import homelab_git_conflicts
+from stack.settings import SettingsError, backup_credentials_warning, load_settings
 from components.stack_config import (all_config_keys, near_miss_namespaces, present_backup_keys,
                                      read_admin_password, read_backup_credentials, read_stack_config)
-from streams.catalog import CatalogError, catalog_warnings, load_catalog
-from streams.buckets import load_all_buckets
+from stack.catalog import CatalogError, catalog_warnings, load_catalog
+from stack.buckets import load_all_buckets
 from streams.resources import declare_buckets, declare_catalog
 
 try:

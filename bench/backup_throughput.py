@@ -112,7 +112,7 @@ def main() -> None:
     import nats
 
     from streams.local.server import local_layout, start_server
-    from components.settings import load_settings
+    from stack.settings import load_settings
     from streams.backup.s3 import s3_client
     from tests.conftest import start_moto
 

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import nats  # noqa: E402
 
 from streams.local.server import local_layout, start_server  # noqa: E402
-from components.settings import load_settings  # noqa: E402
+from stack.settings import load_settings  # noqa: E402
 from streams.local.apply import apply_catalog  # noqa: E402
-from streams.catalog import load_catalog  # noqa: E402
+from stack.catalog import load_catalog  # noqa: E402
 from streams.jetstream import close_all_clients  # noqa: E402
 from streams.provider import _mark  # noqa: E402
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import nats  # noqa: E402
 
 from streams.local.server import LocalServer, free_port, local_layout, nats_server_binary, start_server  # noqa: E402
-from components.settings import load_settings  # noqa: E402
+from stack.settings import load_settings  # noqa: E402
 
 PAYLOAD = b"x" * 1024
 WINDOW = 256
@@ -54,7 +54,7 @@ async def measure(url: str, async_msgs: int, sync_msgs: int) -> tuple[float, flo
 def default_server(workdir: Path) -> LocalServer:
     """nats-server with nothing but JetStream switched on (its own defaults for everything else)."""
     import subprocess as sp
-    from components.nats_conf import ConfLayout
+    from render.nats_conf import ConfLayout
     port, http = free_port(), free_port()
     log = workdir / "default.log"
     proc = sp.Popen([nats_server_binary(), "-js", "-sd", str(workdir / "data"), "-a", "127.0.0.1", "-p", str(port),

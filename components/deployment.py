@@ -3,7 +3,7 @@
 Children: the namespace, the users when auth is on (generated passwords, the server's auth Secret, one
 Secret per user), the NATS server (ConfigMap, StatefulSet, Services, PodDisruptionBudget), nats-box
 (Deployment + contexts Secret) and, when enabled, the Longhorn snapshot RecurringJob.
-All specs come from `components.manifests`; this file only wires them into Pulumi.
+All specs come from `render.manifests`; this file only wires them into Pulumi.
 """
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import monitor_supports_feature
 
-from components import backup_job, manifests, memory_streams
-from components.auth import NATS_BOX, ServerUser, render_auth_conf
+from render import backup_job, manifests, memory_streams
+from stack.users import NATS_BOX, ServerUser, render_auth_conf
 from components.kube import declare
-from components.nats_conf import AUTH_FILE
-from components.settings import Settings
+from render.nats_conf import AUTH_FILE
+from stack.settings import Settings
 
 
 @dataclass
 class NatsDeploymentArgs:
     settings: Settings
-    users: tuple[ServerUser, ...] = ()                 # components.auth.plan_users; empty when auth is off
+    users: tuple[ServerUser, ...] = ()                 # stack.users.plan_users; empty when auth is off
     admin_password: pulumi.Input[str] | None = None    # homelab-nats:natsPassword, when auth is on
-    catalog: tuple = ()                                # streams.catalog.StreamSpec: its memory streams come back
+    catalog: tuple = ()                                # stack.catalog.StreamSpec: its memory streams come back
 
 
 class NatsDeployment(pulumi.ComponentResource):

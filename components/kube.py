@@ -1,4 +1,4 @@
-"""Turns a manifest dict from `components.manifests` into a pulumi-kubernetes resource, unchanged."""
+"""Turns a manifest dict from `render.manifests` into a pulumi-kubernetes resource, unchanged."""
 from __future__ import annotations
 
 import pulumi

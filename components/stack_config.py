@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from components.settings import PROJECT, SettingsError
+from stack.settings import PROJECT, SettingsError
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -95,11 +95,11 @@ def read_stack_config() -> dict:
 
 def read_backup_credentials():
     """The backup CronJob's S3 keys as Pulumi secrets, or None while either is missing (the program then
-    warns and leaves the CronJob out: `components.settings.backup_credentials_warning`)."""
+    warns and leaves the CronJob out: `stack.settings.backup_credentials_warning`)."""
     import pulumi
 
     from components.deployment import BackupCredentials
-    from components.settings import BACKUP_SECRET_KEYS
+    from stack.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)
     values = {key: config.get_secret(key) for key in BACKUP_SECRET_KEYS}
@@ -111,7 +111,7 @@ def read_backup_credentials():
 def present_backup_keys() -> set[str]:
     import pulumi
 
-    from components.settings import BACKUP_SECRET_KEYS
+    from stack.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)
     return {key for key in BACKUP_SECRET_KEYS if config.get(key) is not None}
@@ -122,7 +122,7 @@ def read_admin_password():
     the same key. Refused in words when missing: the server would have an admin no one can log in as."""
     import pulumi
 
-    from components.settings import SettingsError, config_key
+    from stack.settings import SettingsError, config_key
 
     password = pulumi.Config(PROJECT).get_secret("natsPassword")
     if password is None:

@@ -1,4 +1,4 @@
-"""The dynamic providers behind `KeyValue` and `ObjectStore`: a bucket is a stream (streams/buckets.py maps
+"""The dynamic providers behind `KeyValue` and `ObjectStore`: a bucket is a stream (stack/buckets.py maps
 one to the other), so these are the stream provider with the bucket's options as inputs. Everything the
 stream provider guarantees holds: offline check and diff, the server's plan (update or replace), adoption,
 drift on refresh, refusals before anything is lost. Two rules are stricter for buckets:
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pulumi.dynamic import DiffResult, ReadResult
 
-from streams.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
+from stack.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
                              bucket_wire_config, unmanaged_keys)
-from streams.catalog import CatalogError, STREAM_FIELDS, stream_where
+from stack.catalog import CatalogError, STREAM_FIELDS, stream_where
 from streams.plan import keep_from, plan_stream_change
 from streams.provider import KEEP_STATE, StreamProvider, _camel, _has_unknown, _int, _kept
 

@@ -13,8 +13,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from components.settings import SettingsError, config_key, load_settings, nats_url_problem
-from streams.units import UnitError, parse_duration
+from stack.settings import SettingsError, config_key, load_settings, nats_url_problem
+from stack.units import UnitError, parse_duration
 
 DEFAULT_READY_TIMEOUT = 60.0
 # How nats-server words a refused login (server/client.go authViolation, and the expiry messages).
@@ -40,7 +40,7 @@ class CannotConnect(RuntimeError):
 
 def login_from_environment(environ: dict | None = None) -> dict:
     """nats.connect options from NATS_USER, NATS_PASSWORD, NATS_INBOX_PREFIX (the keys of a user's Secret,
-    components/manifests.py user_secret) and NATS_CA, the first two and the last named as the nats CLI reads them."""
+    render/manifests.py user_secret) and NATS_CA, the first two and the last named as the nats CLI reads them."""
     env = os.environ if environ is None else environ
     opts: dict[str, Any] = {}
     if env.get("NATS_USER"):
@@ -82,7 +82,7 @@ async def connect_once(server: str, timeout: float = 15.0):
 
     import nats
 
-    from components.settings import redact_url
+    from stack.settings import redact_url
     refused: list[str] = []
     errors: list[BaseException] = []
 
@@ -204,7 +204,7 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
     user = value("natsUser")
     auth = value("auth")
     if user is None and isinstance(auth, dict) and auth.get("enabled") is True:
-        user = "admin"  # the admin user components/auth.py makes, with natsPassword
+        user = "admin"  # the admin user stack/users.py makes, with natsPassword
     if user and token:
         raise SettingsError(f"{config_key('natsToken')}: give a user and password or a token, not both")
     return ConnectionSettings(

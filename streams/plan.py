@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-from streams.catalog import MANAGED_BY_KEY, canonical_time
+from stack.catalog import MANAGED_BY_KEY, canonical_time
 
 SECOND = 10**9
 _EMPTY = (None, "", [], {}, False)
@@ -146,7 +146,7 @@ def _plan(changed: tuple[str, ...], reasons: list[tuple[str, str]]) -> Plan:
 
 def keep_from(desired: Mapping[str, Any], current: Mapping[str, Any], keys: tuple[str, ...]) -> dict:
     """`desired` with `keys` as the `current` config has them (fields left to whoever set them: for buckets, the
-    flags the client libraries set differently, streams/buckets.py)."""
+    flags the client libraries set differently, stack/buckets.py)."""
     return {**{k: v for k, v in desired.items() if k not in keys}, **{k: current[k] for k in keys if k in current}}
 
 

@@ -32,7 +32,7 @@ from pulumi.output import Unknown
 from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateResult, DiffResult, ReadResult,
                             ResourceProvider, UpdateResult)
 
-from streams.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
+from stack.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
                              STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, canonical_time, check_declared_values,
                              consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
                              stream_where, stream_wire_config)
@@ -42,10 +42,10 @@ from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_S
                                client_for)
 from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
                           plan_consumer_change, plan_stream_change)
-from streams.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
+from stack.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
 from streams.safety import (LIMIT_NAMES, consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
                             limit_losses, lowered_limits, stream_message_loss)
-from streams.subjects import subjects_overlap
+from stack.subjects import subjects_overlap
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 STREAM_KEYS = tuple(f.camel for f in STREAM_FIELDS)

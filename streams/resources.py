@@ -7,7 +7,7 @@ from typing import Sequence
 import pulumi
 from pulumi.dynamic import Resource
 
-from streams.catalog import ConsumerSpec, StreamSpec
+from stack.catalog import ConsumerSpec, StreamSpec
 from streams.provider import ConsumerProvider, StreamProvider
 
 
@@ -107,7 +107,7 @@ class ObjectStore(_Bucket, module="nats", name="ObjectStore"):
 def declare_buckets(specs: Sequence["BucketSpec"], *, jetstream_servers: int,
                     depends_on: Sequence[pulumi.Resource] = ()) -> list:
     """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready."""
-    from streams.buckets import KEY_VALUE
+    from stack.buckets import KEY_VALUE
     resources = []
     for spec in specs:
         cls, prefix = (KeyValue, "kv") if spec.kind is KEY_VALUE else (ObjectStore, "objectstore")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.units import parse_server_time
+from stack.units import parse_server_time
 
 
 def stream_message_loss(info: Mapping[str, Any]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from streams.local.server import LocalServer, local_layout, start_server
-from components.settings import load_settings
+from stack.settings import load_settings
 from tests.test_settings import homelab_raw
 
 
@@ -134,7 +134,7 @@ def s3_env(moto_endpoint, monkeypatch):
 @pytest.fixture
 def auth_server(tmp_path, homelab_settings):
     """A nats-server with the homelab's config plus a user/password (user admin, password right-pw)."""
-    from components.nats_conf import render_nats_conf
+    from render.nats_conf import render_nats_conf
     layout = local_layout(tmp_path / "auth")
     conf = render_nats_conf(homelab_settings, layout) + '\nauthorization { user: admin, password: "right-pw" }\n'
     server = start_server(homelab_settings, layout, tmp_path / "auth", conf_text=conf)  # monitoring needs no login

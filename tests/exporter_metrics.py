@@ -1,5 +1,5 @@
 """The metric names prometheus-nats-exporter exposes with the arguments this project gives it
-(`components.manifests.exporter_args`: -connz -routez -subz -varz -prefix=nats -jsz=all).
+(`render.manifests.exporter_args`: -connz -routez -subz -varz -prefix=nats -jsz=all).
 
 From the exporter's source (nats-io/prometheus-nats-exporter, collector/collector.go, jsz.go, connz.go):
 - `-prefix` replaces both namespaces (`gnatsd` and `jetstream`) with `nats`;

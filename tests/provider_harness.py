@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import nats
 from pulumi.dynamic import Config, ConfigureRequest
 
-from streams.catalog import load_catalog
+from stack.catalog import load_catalog
 from streams.resources import consumer_props, stream_props
 
 PROJECT = "homelab-nats"

@@ -15,13 +15,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from components.auth import plan_users
-from components.backup_job import backup_streams
-from components.settings import load_settings
-from streams.catalog import load_catalog
+from stack.users import plan_users
+from render.backup_job import backup_streams
+from stack.settings import load_settings
+from stack.catalog import load_catalog
 from streams.connection import quiet_error_cb
 from streams.jetstream import close_all_clients
-from streams.buckets import load_all_buckets
+from stack.buckets import load_all_buckets
 from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
 from streams.local.users import write_local_auth
@@ -376,7 +376,7 @@ def test_no_password_in_the_config_map_any_plaintext_input_or_output(secured):
 def test_the_auth_file_the_program_renders_is_what_a_server_accepts(secured, tmp_path):
     """The Secret's file, with the program's passwords, loads in a real server and logs the admin and nats-box
     (with the password in its context) in."""
-    from components.nats_conf import render_nats_conf
+    from render.nats_conf import render_nats_conf
     auth_conf = as_manifest(secured.one(SECRET, "nats-auth"))["stringData"]["auth.conf"]
     settings = load_settings(secured_raw())
     layout = replace(local_layout(tmp_path), auth_include="auth.conf")
@@ -475,7 +475,7 @@ def test_the_guide_stack_warns_that_the_load_balancer_is_open():
 
 # ---------------------------------------------------------------- the permissions, as tables
 
-from components.auth import (AppUser, Auth, app_user_permissions, backup_permissions,  # noqa: E402
+from stack.users import (AppUser, Auth, app_user_permissions, backup_permissions,  # noqa: E402
                              monitor_permissions, render_auth_conf, ServerUser)
 
 
@@ -521,7 +521,7 @@ def test_backup_and_monitor_permissions():
                                       "'single'", "semi;colon # hash", "}{][ ,"])
 def test_any_password_survives_the_auth_file(password, tmp_path):
     """Rendered, read by a real server, and accepted at login."""
-    from components.nats_conf import render_nats_conf
+    from render.nats_conf import render_nats_conf
     settings = load_settings(secured_raw())
     layout = replace(local_layout(tmp_path), auth_include="auth.conf")
     (tmp_path / "auth.conf").write_text(render_auth_conf([ServerUser("admin")], {"admin": password}))
@@ -539,7 +539,7 @@ def test_auth_off_renders_no_users():
 
 def test_the_cron_jobs_snapshot_script_logs_in_as_the_backup_user(homelab, tmp_path):
     """SNAPSHOT_SCRIPT in nats-box's tools, with the environment the CronJob gives it from nats-user-backup."""
-    from components.backup_job import SNAPSHOT_SCRIPT
+    from render.backup_job import SNAPSHOT_SCRIPT
     from tests.test_backup_job import NATS_BOX_TOOLS, image_path, run_in
 
     async def publish():

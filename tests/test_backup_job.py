@@ -18,8 +18,8 @@ from shutil import which
 
 import pytest
 
-from components.backup_job import SNAPSHOT_SCRIPT, UPLOAD_SCRIPT, cron_job
-from components.settings import load_settings
+from render.backup_job import SNAPSHOT_SCRIPT, UPLOAD_SCRIPT, cron_job
+from stack.settings import load_settings
 from streams.backup.s3 import BackupStore, s3_client
 from streams.cli import main
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY

@@ -11,9 +11,9 @@ import nats.js.api
 import pytest
 
 from streams.bucket_provider import ObjectStoreProvider
-from streams.buckets import (KEY_VALUE, OBJECT_STORE, bucket_wire_config, load_all_buckets, load_buckets,
+from stack.buckets import (KEY_VALUE, OBJECT_STORE, bucket_wire_config, load_all_buckets, load_buckets,
                              stream_declaration_for)
-from streams.catalog import CatalogError, load_catalog
+from stack.catalog import CatalogError, load_catalog
 from streams.jetstream import close_all_clients
 from streams.plan import plan_stream_change
 from streams.provider import DataLossRefused
@@ -184,7 +184,7 @@ def test_removing_a_bucket_with_objects_is_refused_without_the_opt_in(server, ob
 
 def test_the_mapping_equals_what_nats_py_makes_apart_from_the_two_flags(server):
     """nats-py 2.16's create_key_value, against ours for the same options: equal but for allow_msg_ttl and
-    allow_direct (see streams/buckets.py)."""
+    allow_direct (see stack/buckets.py)."""
     with_js(server.client_url, lambda js: js.create_key_value(bucket="same", history=4, ttl=600, max_bytes=2**20,
                                                               max_value_size=1024, description="d"))
     theirs = RawJetStream(server.client_url).stream("KV_same")["config"]

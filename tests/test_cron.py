@@ -1,7 +1,7 @@
 """The cron dialect Kubernetes CronJobs and Longhorn RecurringJobs accept (robfig/cron ParseStandard)."""
 import pytest
 
-from components.cron import cron_problem
+from stack.cron import cron_problem
 
 VALID = ["0 3 * * *", "0 */6 * * *", "*/15 * * * *", "0 0 1 1 *", "59 23 31 12 6", "0 0 * * 0", "5 4 * * sun",
          "0 0 1 JAN-MAR MON-FRI", "0 9-17/2 * * 1-5", "0,30 * * * *", "0 3 ? * *", "5/10 * * * *", "@daily",

@@ -1,4 +1,4 @@
-"""The homelab as its own Git has it (brannn/homelab-foundations, components/homelab_git.py), and the facts about the
+"""The homelab as its own Git has it (brannn/homelab-foundations, stack/homelab_git.py), and the facts about the
 components around it that no test here can run, each encoded as a check on what we render or on the README's steps:
 
 - MetalLB v0.15.3 shares an address only between Services with the same allow-shared-ip key, the same backend key
@@ -17,10 +17,11 @@ import pulumi
 import pytest
 import yaml
 
-from components import homelab_git, manifests
+from stack import homelab_git
+from render import manifests
 from components.deployment import no_address_hook
-from components.homelab_git import AddressClaim, address_claim, sharing_problem, with_sharing_key
-from components.settings import BUNDLED_SERVER_VERSION, load_settings
+from stack.homelab_git import AddressClaim, address_claim, sharing_problem, with_sharing_key
+from stack.settings import BUNDLED_SERVER_VERSION, load_settings
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
 
 README = (ROOT / "README.md").read_text()
@@ -135,7 +136,7 @@ def test_a_free_address_needs_no_key_and_draws_no_warning():
 
 @pytest.mark.parametrize("key", ["", "two words", ["list"]])
 def test_a_bad_sharing_key_names_the_key(key):
-    from components.settings import SettingsError
+    from stack.settings import SettingsError
     with pytest.raises(SettingsError, match="homelab-nats:loadBalancer.sharingKey"):
         load_settings({"loadBalancer": {"ip": "10.0.0.248", "sharingKey": key}})
 

@@ -1,4 +1,4 @@
-"""Memory streams come back after a restart with no one running `pulumi up` (components/memory_streams.py): the
+"""Memory streams come back after a restart with no one running `pulumi up` (render/memory_streams.py): the
 nats-box container's script, run here with a PATH holding only what nats-box has (busybox sh, wget, sleep, mkdir,
 and a `nats` stand-in speaking to the real server as natscli v0.4.0 does), against a real nats-server that is
 restarted; the rendered ConfigMap and Deployment under the mocks."""
@@ -12,9 +12,9 @@ from shutil import which
 
 import pytest
 
-from components import memory_streams
-from components.settings import load_settings
-from streams.catalog import load_catalog
+from render import memory_streams
+from stack.settings import load_settings
+from stack.catalog import load_catalog
 from streams.local.apply import apply_catalog
 from streams.local.server import free_port, local_layout, start_server
 from tests.provider_harness import RawJetStream
@@ -143,7 +143,7 @@ def test_no_memory_stream_no_container():
 
 def test_check_says_a_memory_stream_was_made_again_and_what_was_lost(tmp_path, homelab_settings, lab, capsys):
     from streams.cli import main
-    from streams.units import parse_server_time
+    from stack.units import parse_server_time
     catalog, folder, layout = lab
     workdir = tmp_path / "server"
     stack = tmp_path / "Pulumi.mem.yaml"

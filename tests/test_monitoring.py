@@ -7,8 +7,8 @@ import jsonschema
 import pytest
 import yaml
 
-from components import manifests
-from components.settings import load_settings
+from render import manifests
+from stack.settings import load_settings
 from tests.exporter_metrics import exposed_metrics
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
 
@@ -106,7 +106,7 @@ def test_pod_monitor_when_the_operator_is_used():
     ({"loadBalancer": {"legacyAnnotations": 1}}, "homelab-nats:loadBalancer.legacyAnnotations"),
 ])
 def test_bad_monitoring_settings(raw, key):
-    from components.settings import SettingsError
+    from stack.settings import SettingsError
     with pytest.raises(SettingsError, match=key):
         load_settings(raw)
 

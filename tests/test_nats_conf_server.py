@@ -2,8 +2,8 @@
 from importlib.metadata import version
 
 from streams.local.server import local_layout, nats_server_version, start_server
-from components.nats_conf import cluster_layout, render_nats_conf, restart_checksum
-from components.settings import load_settings
+from render.nats_conf import cluster_layout, render_nats_conf, restart_checksum
+from stack.settings import load_settings
 
 
 def test_default_image_and_test_binary_are_the_same_release(homelab_settings):

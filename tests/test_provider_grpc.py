@@ -161,7 +161,7 @@ def test_preview_needs_no_server(engine):
 def test_credentials_reach_the_provider_only_through_configure(engine, tmp_path, homelab_settings):
     """A password-protected server: the password is stack config, never an input, output or log line."""
     from streams.local.server import local_layout, start_server
-    from components.nats_conf import render_nats_conf
+    from render.nats_conf import render_nats_conf
 
     layout = local_layout(tmp_path)
     secret = "s3cr3t-pa55word"
@@ -314,7 +314,7 @@ def test_a_refresh_with_refused_credentials_fails(engine, tmp_path, homelab_sett
     """Out of reach is not the same as refused: wrong credentials fail the refresh and say so."""
     from dataclasses import replace
 
-    from components.auth import parse_auth, plan_users
+    from stack.users import parse_auth, plan_users
     from streams.local.server import local_layout, start_server
     from streams.local.users import write_local_auth
     auth = parse_auth({"enabled": True}, admin="admin")

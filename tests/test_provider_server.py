@@ -2,7 +2,7 @@
 import pytest
 
 from streams.local.server import free_port, local_layout, start_server
-from streams.catalog import MANAGED_BY_KEY, load_catalog
+from stack.catalog import MANAGED_BY_KEY, load_catalog
 from streams.jetstream import NatsUnavailable, close_all_clients
 from streams.provider import AdoptionRefused, DataLossRefused, StreamProvider
 from streams.resources import consumer_props, stream_props

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from components.quantities import (QuantityError, format_go_memlimit, parse_go_memlimit, parse_positive_bytes,
+from stack.quantities import (QuantityError, format_go_memlimit, parse_go_memlimit, parse_positive_bytes,
                                    parse_quantity)
 
 

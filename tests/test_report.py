@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streams.buckets import load_all_buckets
-from streams.catalog import load_catalog
+from stack.buckets import load_all_buckets
+from stack.catalog import load_catalog
 from streams.cli import main
 from streams.cli.report import build_report, format_report
 from streams.jetstream import close_all_clients

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-import streams.catalog as catalog
+import stack.catalog as catalog
 from streams.local.server import nats_server_binary
-from streams.catalog import CatalogError, load_catalog
+from stack.catalog import CatalogError, load_catalog
 from tests.provider_harness import RawJetStream
 
 BASE = {"subjects": ["r.>"]}
@@ -166,7 +166,7 @@ def test_mirror_direct_off_a_mirror_is_refused_at_create_only_and_warned_about(r
     """nats-server 2.15.1 refuses mirrorDirect on a stream that is no mirror when it creates it ("stream has no mirror
     but does have mirror direct", 10052) and takes it on an update: Check refuses it for a new stream, the catalog
     (which cannot tell) warns."""
-    from streams.catalog import catalog_warnings, stream_wire_config
+    from stack.catalog import catalog_warnings, stream_wire_config
     decl = {**BASE, "mirrorDirect": True}
     with pytest.raises(CatalogError, match="mirrorDirect: only applies to a mirror"):
         stream_wire_config("s", decl, creating=True)
@@ -179,7 +179,7 @@ def test_mirror_direct_off_a_mirror_is_refused_at_create_only_and_warned_about(r
 
 
 def test_placement_on_one_server_is_warned_about_not_refused():
-    from streams.catalog import catalog_warnings
+    from stack.catalog import catalog_warnings
     specs = load_catalog({"s": {**BASE, "placement": {"cluster": "c1"}}})
     assert "has no effect on a single server" in catalog_warnings(specs)[0]
     assert catalog_warnings(specs, jetstream_servers=3) == []
@@ -187,7 +187,7 @@ def test_placement_on_one_server_is_warned_about_not_refused():
 
 def test_sealed_is_refused_at_create_only(raw):
     """The provider's Check knows create (no old inputs) from update; the server agrees."""
-    from streams.catalog import stream_wire_config
+    from stack.catalog import stream_wire_config
     with pytest.raises(CatalogError, match="sealed: a stream is created unsealed"):
         stream_wire_config("s", {**BASE, "sealed": True}, creating=True)
     sealed = stream_wire_config("s", {**BASE, "sealed": True}, creating=False)

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from components.settings import SettingsError, load_settings
+from stack.settings import SettingsError, load_settings
 from tests.pulumi_harness import ROOT
 
 

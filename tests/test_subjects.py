@@ -1,7 +1,7 @@
 """Subject syntax, overlap and subset, as tables."""
 import pytest
 
-from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
+from stack.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap
 
 
 @pytest.mark.parametrize("name, ok", [

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import nats
 
-from components import manifests
+from render import manifests
 from streams.local.server import free_port, start_server
-from components.nats_conf import ConfLayout
-from components.settings import load_settings
+from render.nats_conf import ConfLayout
+from stack.settings import load_settings
 from streams.local.apply import apply_catalog
-from streams.catalog import load_catalog
+from stack.catalog import load_catalog
 from streams.cli import main
 from streams.jetstream import close_all_clients
 from tests.provider_harness import RawJetStream

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.settings import load_settings
-from streams.catalog import load_catalog
+from stack.settings import load_settings
+from stack.catalog import load_catalog
 from streams.jetstream import close_all_clients
 from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
@@ -194,7 +194,7 @@ def test_the_certificate_names_every_address_clients_dial(secured):
     [cert] = [as_manifest(r) for r in secured.resources if r.type == "kubernetes:cert-manager.io/v1:Certificate"]
     jsonschema.validate(cert, CERTIFICATE_SCHEMA)
     spec = cert["spec"]
-    # Not nats-tls: the homelab's Ingress nats-monitoring owns that Secret (components/homelab_git.py).
+    # Not nats-tls: the homelab's Ingress nats-monitoring owns that Secret (stack/homelab_git.py).
     assert spec["secretName"] == "nats-server-tls"
     assert spec["issuerRef"] == {"name": "homelab-ca-issuer", "kind": "ClusterIssuer", "group": "cert-manager.io"}
     assert spec["dnsNames"] == ["nats", "nats.nats", "nats.nats.svc", "nats.nats.svc.cluster.local", "nats.home.lan"]

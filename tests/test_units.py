@@ -1,7 +1,7 @@
 """The nats CLI's units, as tables."""
 import pytest
 
-from streams.units import UnitError, format_duration, parse_duration, parse_size
+from stack.units import UnitError, format_duration, parse_duration, parse_size
 
 S = 10**9
 

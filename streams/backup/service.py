@@ -145,7 +145,7 @@ async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progres
     """Restore the backup into a scratch local nats-server (never the live one) and compare what the
     server rebuilt with backup.json's state."""
     from streams.local.server import local_layout, start_server
-    from components.settings import load_settings
+    from stack.settings import load_settings
 
     meta = store.read_meta(ref)
     report = VerifyReport(ref.stream, ref.id)

@@ -25,7 +25,7 @@ from streams.cli.target import NoTarget, s3_endpoint, target_from_args
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, plan_prune,
                              restore_backup, stream_info, stream_names, verify_backup)
-from streams.units import UnitError, parse_duration
+from stack.units import UnitError, parse_duration
 
 OK, FAILED, USAGE = 0, 1, 2
 

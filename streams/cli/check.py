@@ -19,14 +19,14 @@ from urllib.parse import urlparse
 
 import nats.errors
 
-from components.settings import Settings, backup_credentials_warning, redact_url
-from streams.catalog import StreamSpec
+from stack.settings import Settings, backup_credentials_warning, redact_url
+from stack.catalog import StreamSpec
 from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
                                 refusals)
 from streams.cli.target import announce_with_stack
 from streams.cli.dev import read_stack_file
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
-from streams.units import parse_server_time
+from stack.units import parse_server_time
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT = {OK: 0, WARN: 1, FAIL: 2}
@@ -170,8 +170,8 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
 
 async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
     """Each declared bucket: it exists, is as declared (the two flags the clients set differently aside: see
-    streams/buckets.py), and how full it is against its maxBytes."""
-    from streams.buckets import unmanaged_keys
+    stack/buckets.py), and how full it is against its maxBytes."""
+    from stack.buckets import unmanaged_keys
 
     found = []
     for b in buckets:

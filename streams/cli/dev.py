@@ -14,12 +14,12 @@ import sys
 import threading
 from pathlib import Path
 
-from components.outputs import connection_details, external_urls
+from render.outputs import connection_details, external_urls
 from streams.cli.target import write_running_dev
 from streams.local.server import LocalServerError, WorkdirLock, local_layout, start_server
-from components.settings import PROJECT, SettingsError, load_settings
+from stack.settings import PROJECT, SettingsError, load_settings
 from components.stack_config import load_stack_file, near_miss_namespaces
-from streams.catalog import CatalogError, load_catalog
+from stack.catalog import CatalogError, load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: streams/cli/dev.py -> ../../
 
@@ -47,9 +47,9 @@ def read_stack_file(stack: str, root: Path = ROOT, warn=None) -> dict:
 
 def load_stack(stack: str, warn=None):
     """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would (users included)."""
-    from components.auth import plan_users
-    from components.backup_job import backup_streams
-    from streams.buckets import load_all_buckets
+    from stack.users import plan_users
+    from render.backup_job import backup_streams
+    from stack.buckets import load_all_buckets
 
     raw = read_stack_file(stack, warn=warn)
     settings = load_settings(raw)
@@ -95,8 +95,8 @@ def run(args) -> int:
 def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
     from dataclasses import replace
 
-    from components.auth import plan_users
-    from components.backup_job import backup_streams
+    from stack.users import plan_users
+    from render.backup_job import backup_streams
     from streams.local.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
     from streams.local.users import AUTH_FOLDER, write_local_auth
     from streams.jetstream import close_all_clients

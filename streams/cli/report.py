@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import nats.errors
 
-from streams.units import parse_server_time
+from stack.units import parse_server_time
 
 SERVER_OWNED_PREFIXES = ("$MQTT_",)   # nats-server's MQTT listener makes and owns these (server/mqtt.go)
 

@@ -53,7 +53,7 @@ class Target:
         return hosts <= {"127.0.0.1", "localhost", "::1"}
 
     def line(self) -> str:
-        from components.settings import redact_url
+        from stack.settings import redact_url
         return f"NATS: {redact_url(self.nats_url)} ({self.source})"
 
 
@@ -127,8 +127,8 @@ def write_running_dev(folder: Path, stack: str, nats_url: str, monitor_url: str)
 
 def stack_address(stack: str) -> StackAddress:
     """A stack file's cluster address: its natsUrl, else its load balancer's client URL."""
-    from components.outputs import connection_details
-    from components.settings import load_settings
+    from render.outputs import connection_details
+    from stack.settings import load_settings
     from streams.cli.dev import read_stack_file
 
     raw = read_stack_file(stack)
@@ -151,7 +151,7 @@ def s3_endpoint(flag: str | None, environ: dict, stack: str | None) -> str:
     if environ.get("AWS_ENDPOINT_URL"):
         return environ["AWS_ENDPOINT_URL"]
     if stack:
-        from components.settings import load_settings
+        from stack.settings import load_settings
         from streams.cli.dev import read_stack_file
         return load_settings(read_stack_file(stack)).backups.endpoint
     raise NoTarget("no S3 store named: pass --endpoint URL or set AWS_ENDPOINT_URL (or --stack homelab for the stack's "
@@ -163,8 +163,8 @@ def announce_with_stack(args):
     catalog, buckets), with the target said on the first line; None after saying why there is none."""
     import sys
 
-    from components.settings import SettingsError
-    from streams.catalog import CatalogError
+    from stack.settings import SettingsError
+    from stack.catalog import CatalogError
     from streams.cli.dev import load_stack
 
     try:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 
 from pulumi.dynamic import Config, ConfigureRequest
 
-from components.settings import PROJECT
-from streams.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
+from stack.settings import PROJECT
+from stack.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
 from streams.jetstream import JetStreamApiError
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
 from streams.provider import (AdoptionRefused, ConsumerProvider, DataLossRefused, ReplacementFailed,
@@ -118,7 +118,7 @@ def _apply_consumer(provider, client, spec) -> Applied:
 
 def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_servers: int, client) -> list[Applied]:
     from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
-    from streams.buckets import KEY_VALUE, OBJECT_STORE
+    from stack.buckets import KEY_VALUE, OBJECT_STORE
     from streams.resources import bucket_props
 
     kinds = {KEY_VALUE.kind: KeyValueProvider, OBJECT_STORE.kind: ObjectStoreProvider}
@@ -137,7 +137,7 @@ def undeclared(specs: tuple[StreamSpec, ...], url: str, login: tuple[str, str] |
                buckets=()) -> list[str]:
     """Streams and consumers this project made on the server (marked managed) that the catalog no longer
     declares, each with what `pulumi up` would do with it: delete it, or refuse while it holds data."""
-    from streams.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE
+    from stack.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE
     from streams.safety import consumer_progress_loss, stream_message_loss
 
     def managed(config: dict) -> bool:

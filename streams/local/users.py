@@ -1,5 +1,5 @@
 """The stack's users on this machine (`make dev` with `homelab-nats:auth.enabled`): the same users and
-permissions the cluster gets (components/auth.py), with passwords generated here once and kept in
+permissions the cluster gets (stack/users.py), with passwords generated here once and kept in
 `<workdir>/auth/` (mode 0600, never printed): `auth.conf` for the server, and one `<user>.env` per user
 holding NATS_URL, NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX, as the cluster's user Secrets do.
 """
@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-from components.auth import ServerUser, render_auth_conf
+from stack.users import ServerUser, render_auth_conf
 
 AUTH_FOLDER = "auth"
 

@@ -1,8 +1,8 @@
 """The connection details the stack exports (and the local mode prints): one pure function."""
 from __future__ import annotations
 
-from components import manifests
-from components.settings import Settings, config_key
+from render import manifests
+from stack.settings import Settings, config_key
 
 
 def connection_details(settings: Settings, users=(), buckets=()) -> dict:
@@ -49,7 +49,7 @@ def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str
 
 
 def users_entry(settings: Settings, user) -> dict:
-    from components.auth import NATS_BOX, secret_name
+    from stack.users import NATS_BOX, secret_name
 
     if user.name == NATS_BOX:
         return {"permissions": "all", "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components import homelab_git
-from components.auth import ServerUser, secret_name
-from components.nats_conf import (AUTH_DIR, TLS_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
+from stack import homelab_git
+from stack.users import ServerUser, secret_name
+from render.nats_conf import (AUTH_DIR, TLS_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
                                   render_nats_conf, restart_checksum)
-from components.settings import Settings, Tls
+from stack.settings import Settings, Tls
 
 NAME = "nats"
 CONFIG_MAP = "nats-config"
@@ -381,7 +381,7 @@ def nats_box_context(settings: Settings, password: str | None = None) -> str:
     as the nats-box user; the Secret holding it is then a secret in Pulumi's state too."""
     context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
     if settings.auth.enabled:
-        from components.auth import NATS_BOX
+        from stack.users import NATS_BOX
         context.update(user=NATS_BOX, password=password or "")
     if client_trusts_issuer_ca(settings):
         context["ca"] = CA_FILE
@@ -394,7 +394,7 @@ def nats_box_contexts_secret(settings: Settings) -> dict:
 
 
 def auth_secret(settings: Settings) -> dict:
-    """The Secret nats.conf includes (components/auth.py render_auth_conf); its content is filled by the component."""
+    """The Secret nats.conf includes (stack/users.py render_auth_conf); its content is filled by the component."""
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, AUTH_SECRET, "nats"), "type": "Opaque"}
 
 
@@ -478,7 +478,7 @@ def own_secret_problem(settings: Settings, name: str) -> str | None:
 
 def homelab_git_conflicts(settings: Settings) -> tuple[list[str], list[str]]:
     """(errors, warnings): what in the settings collides with an object the homelab's Git declares
-    (components/homelab_git.py) or with another object of this stack. Pure; `__main__` reports them at preview."""
+    (stack/homelab_git.py) or with another object of this stack. Pure; `__main__` reports them at preview."""
     errors, warnings = [], []
     t, lb = settings.tls, settings.load_balancer
     if t.enabled:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-from streams.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap, transform_problem
+from stack.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap, transform_problem
 
 MS = 10**6
 SECOND = 10**9

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 
-from components import manifests
-from components.settings import Settings
+from render import manifests
+from stack.settings import Settings
 
 CONFIG_MAP = "nats-memory-streams"
 DECLARATIONS_DIR = "/etc/nats-memory-streams"

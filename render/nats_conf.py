@@ -8,13 +8,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from components.settings import Settings
+from stack.settings import Settings
 
 CONFIG_DIR = "/etc/nats-config"
 CONFIG_FILE = f"{CONFIG_DIR}/nats.conf"
 PID_DIR = "/var/run/nats"
 PID_FILE = f"{PID_DIR}/nats.pid"
-# The users, passwords and permissions (components/auth.py render_auth_conf) come from a Secret mounted here,
+# The users, passwords and permissions (stack/users.py render_auth_conf) come from a Secret mounted here,
 # included by nats.conf: the ConfigMap holds no secret. The config reloader watches included files too
 # (nats-io/nack pkg/natsreloader/natsreloader.go getIncludePaths, since v0.14.4), so a change reloads.
 AUTH_DIR = "/etc/nats-auth"
@@ -79,7 +79,7 @@ def _value(value) -> str:
 def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     opts = nats_conf_options(settings, layout)
     js = opts["jetstream"]
-    lines = ["# Rendered by homelab-nats (components/nats_conf.py). Do not edit in place."]
+    lines = ["# Rendered by homelab-nats (render/nats_conf.py). Do not edit in place."]
     for key, value in opts.items():
         if key != "jetstream":
             lines.append(f"{key}: {_value(value)}")
@@ -91,7 +91,7 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
                   "  timeout: 2",
                   "}"]
     if settings.auth.enabled:
-        lines += ["# Users, passwords and permissions: a Secret (components/auth.py). Reloaded when it changes.",
+        lines += ["# Users, passwords and permissions: a Secret (stack/users.py). Reloaded when it changes.",
                   f"include {json.dumps(layout.auth_include)}"]
     lines += [
         "jetstream {",

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from streams.catalog import CatalogError, stream_declaration, stream_wire_config
+from stack.catalog import CatalogError, stream_declaration, stream_wire_config
 
 KV_PREFIX = "KV_"
 OBJ_PREFIX = "OBJ_"
@@ -222,7 +222,7 @@ def load_buckets(raw: Any, kind: BucketKind, *, max_replicas: int = 1) -> tuple[
 def check_collisions(streams, buckets) -> None:
     """A bucket's stream may not share a name or a subject with a declared stream (the server refuses the second
     one; at preview instead)."""
-    from streams.subjects import subjects_overlap
+    from stack.subjects import subjects_overlap
 
     names = {s.name: s for s in streams}
     for b in buckets:
@@ -243,7 +243,7 @@ def load_all_buckets(raw: Mapping[str, Any], *, streams=(), max_replicas: int = 
                      store_limits: Mapping[str, int] | None = None) -> tuple[BucketSpec, ...]:
     """Both kinds of bucket from the stack config (unprefixed keys), checked against the declared streams: names,
     subjects and, with the streams, the stores' reservations."""
-    from streams.catalog import _check_store_reservations
+    from stack.catalog import _check_store_reservations
 
     buckets = (*load_buckets(raw.get("keyValues"), KEY_VALUE, max_replicas=max_replicas),
                *load_buckets(raw.get("objectStores"), OBJECT_STORE, max_replicas=max_replicas))

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from components import manifests
-from components.settings import Settings
+from render import manifests
+from stack.settings import Settings
 
 BACKUP_DIR = "/backup"
 SECRET_NAME = manifests.BACKUP_S3_SECRET
@@ -185,7 +185,7 @@ def backup_stream_warnings(settings: Settings, catalog) -> list[str]:
     """`backups.streams` against the catalog: a memory stream is an error (the server cannot snapshot one, so
     every run would fail); a name the stack does not declare is a warning (it may be a stream made outside
     Pulumi; if it does not exist, every run reports it failed)."""
-    from components.settings import SettingsError, config_key
+    from stack.settings import SettingsError, config_key
 
     if settings.backups.streams is None:
         return []
@@ -213,7 +213,7 @@ def credentials_secret(settings: Settings) -> dict:
 def _nats_login(settings: Settings) -> list[dict]:
     """With TLS on, the snapshot container trusts the server's CA (NATS_CA, read by the nats CLI); with auth on, it
     logs in as the backup user, from that user's Secret."""
-    from components.auth import BACKUP, inbox_prefix, secret_name
+    from stack.users import BACKUP, inbox_prefix, secret_name
 
     ca = [{"name": "NATS_CA", "value": manifests.CA_FILE}] if manifests.client_trusts_issuer_ca(settings) else []
     if not settings.auth.enabled:

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streams.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
+from stack.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
                            check_workqueue_partition, consumer_filters, fill_consumer_defaults, fill_stream_defaults)
-from streams.subjects import name_problem, subject_problem, subjects_overlap
-from streams.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size
+from stack.subjects import name_problem, subject_problem, subjects_overlap
+from stack.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size
 
 # Keys that steer the provider rather than the server.
 STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers", "renamedFrom")
@@ -387,7 +387,7 @@ def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int 
 
     Values the server would fill in by itself (a duplicate window no longer than maxAge, a republish
     source of `>`) are written in, so pedantic mode accepts the declaration and what runs is what is
-    declared. Every rule nats-server applies to one stream config is checked here (streams.rules)."""
+    declared. Every rule nats-server applies to one stream config is checked here (stack.rules)."""
     where = stream_where(name)
     problem = name_problem(name)
     if problem:

@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from components.settings import SettingsError, config_key
+from stack.settings import SettingsError, config_key
 
 ADMIN = "admin"
 BACKUP = "backup"
@@ -110,7 +110,7 @@ def _list_of_text(value: Any, key: str, example: str) -> tuple[str, ...]:
 def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
     """`homelab-nats:auth` as typed settings. Names and shapes only: what the names refer to is checked against
     the catalog by `plan_users`."""
-    from streams.subjects import name_problem, subject_problem
+    from stack.subjects import name_problem, subject_problem
 
     if raw is None:
         return Auth()
@@ -229,7 +229,7 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
     """Every user of the server with its permissions, after checking each subject and consumer an application
     user names against the catalog (at preview: the server would accept a permission for a stream that does not
     exist, and the application would fail at run time)."""
-    from streams.subjects import subject_is_subset
+    from stack.subjects import subject_is_subset
 
     if not auth.enabled:
         return ()
@@ -292,7 +292,7 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str]) 
     and permissions. It is the content of a Secret, never of the ConfigMap, and it is one file on purpose: the
     server refuses a config whose included variables are unused or missing, so passwords kept apart from the
     users would make every added or removed user a window in which a reload (or a restart) fails."""
-    lines = ["# Rendered by homelab-nats (components/auth.py): users, passwords, permissions. A Secret.",
+    lines = ["# Rendered by homelab-nats (stack/users.py): users, passwords, permissions. A Secret.",
              "authorization {", "  users: ["]
     for user in users:
         if user.name not in passwords:

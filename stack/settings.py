@@ -3,7 +3,7 @@ defaults. Every error names the config key (as `pulumi config set` spells it) an
 
 `load_settings(raw)` is pure: `raw` maps unprefixed top-level config keys to decoded values (what
 `pulumi.Config.get_object` returns). `__main__.py` feeds it from Pulumi; tests feed it from
-`Pulumi.<stack>.yaml`. The stream catalog (`streams`, `consumers`) is parsed by `streams.catalog`.
+`Pulumi.<stack>.yaml`. The stream catalog (`streams`, `consumers`) is parsed by `stack.catalog`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from components.cron import cron_problem
-from components.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
+from stack.cron import cron_problem
+from stack.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
                                    parse_positive_bytes, parse_quantity)
 
 PROJECT = "homelab-nats"
@@ -48,7 +48,7 @@ GOMEMLIMIT_SHARE = 0.88
 # Below this the server cannot run: it uses ~14 MiB at rest with JetStream on (nats-server 2.15.1, measured).
 MIN_MEMORY_LIMIT = 32 * 2**20
 
-# Keys the stream side owns: the catalog (validated by streams.catalog) and the connection the
+# Keys the stream side owns: the catalog (validated by stack.catalog) and the connection the
 # provider uses (streams.connection). Listed here so typos anywhere are caught.
 CATALOG_KEYS = ("streams", "keyValues", "objectStores", "natsUrl", "natsUser", "natsPassword", "natsToken", "natsCredentials", "natsNkeySeed",
                 "natsTls", "natsReadyTimeout")
@@ -151,7 +151,7 @@ class Tls:
     """Client TLS: the server's certificate from a Secret (tls.crt, tls.key, ca.crt), made by cert-manager from
     `issuer` or brought by the user. Plain connections are then refused."""
     enabled: bool = False
-    # Not `nats-tls`: in the homelab that Secret belongs to the Ingress nats-monitoring (components/homelab_git.py).
+    # Not `nats-tls`: in the homelab that Secret belongs to the Ingress nats-monitoring (stack/homelab_git.py).
     secret_name: str = "nats-server-tls"
     issuer_name: str | None = None     # a cert-manager Issuer or ClusterIssuer: a Certificate is declared
     issuer_kind: str = "ClusterIssuer"
@@ -199,7 +199,7 @@ class Settings:
     backups: Backups = field(default_factory=Backups)
     monitoring: Monitoring = field(default_factory=Monitoring)
     tls: Tls = field(default_factory=Tls)
-    auth: Any = None            # components.auth.Auth (users and permissions; off unless enabled)
+    auth: Any = None            # stack.users.Auth (users and permissions; off unless enabled)
     admin_user: str = "admin"   # the provider's user when auth is on (homelab-nats:natsUser)
     warnings: tuple[str, ...] = field(default=())
 
@@ -337,7 +337,7 @@ def _go_mem_limit(raw: Mapping[str, Any], memory_limit: Quantity) -> int:
     return limit
 
 
-# Folders the nats container mounts other volumes on or needs from its image (components/nats_conf.py):
+# Folders the nats container mounts other volumes on or needs from its image (render/nats_conf.py):
 # the JetStream volume may not be mounted on, above or inside them.
 _RESERVED_DIRS = ("/etc/nats-config", "/var/run/nats", "/bin", "/sbin", "/usr", "/lib", "/etc", "/dev", "/proc",
                   "/sys", "/tmp")
@@ -516,8 +516,8 @@ def _prefix(value: Any) -> str:
 
 
 def _backups(raw: Mapping[str, Any]) -> Backups:
-    from streams.subjects import name_problem  # stream names follow the server's rules
-    from streams.units import UnitError, parse_duration
+    from stack.subjects import name_problem  # stream names follow the server's rules
+    from stack.units import UnitError, parse_duration
 
     sec = _section(raw, "backups", ("enabled", "schedule", "bucket", "prefix", "endpoint", "streams", "keep",
                                     "maxAge"))
@@ -680,7 +680,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         monitoring=_monitoring(raw),
         tls=_tls(raw),
     )
-    from components.auth import parse_auth
+    from stack.users import parse_auth
 
     admin_user = _as_text(raw.get("natsUser")) or "admin"
     auth = parse_auth(raw.get("auth"), admin=str(admin_user))
