@@ -172,36 +172,6 @@ _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL
                "runAsNonRoot": True}
 
 
-def backup_streams(settings: Settings, catalog, buckets=()) -> list[str]:
-    """The streams the job backs up: the configured list, else every file-backed stream of the catalog and every
-    file-backed bucket's stream (KV_<name>, OBJ_<name>; memory streams cannot be snapshotted)."""
-    if settings.backups.streams is not None:
-        return list(settings.backups.streams)
-    return [spec.name for spec in catalog if spec.config.get("storage", "file") == "file"] + \
-        [b.stream_name for b in buckets if b.config.get("storage", "file") == "file"]
-
-
-def backup_stream_warnings(settings: Settings, catalog) -> list[str]:
-    """`backups.streams` against the catalog: a memory stream is an error (the server cannot snapshot one, so
-    every run would fail); a name the stack does not declare is a warning (it may be a stream made outside
-    Pulumi; if it does not exist, every run reports it failed)."""
-    from stack.settings import SettingsError, config_key
-
-    if settings.backups.streams is None:
-        return []
-    declared = {spec.name: spec for spec in catalog}
-    warnings = []
-    for name in settings.backups.streams:
-        spec = declared.get(name)
-        if spec is None:
-            warnings.append(f"{config_key('backups.streams')}: {name!r} is not a stream this stack declares; the "
-                            "nightly backup will fail for it unless it exists on the server")
-        elif spec.config.get("storage", "file") == "memory":
-            raise SettingsError(f"{config_key('backups.streams')}: {name!r} is a memory stream, which the server "
-                                "cannot snapshot; remove it from the list (or make the stream file-backed)")
-    return warnings
-
-
 def credentials_secret(settings: Settings) -> dict:
     """The Secret's shape; its values are filled from Pulumi secret config by the component."""
     return {"apiVersion": "v1", "kind": "Secret",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 
 from render import manifests
+from stack.catalog import mark_managed
 from stack.settings import Settings
 
 CONFIG_MAP = "nats-memory-streams"
@@ -86,20 +87,17 @@ def memory_specs(catalog) -> list:
     return [spec for spec in catalog if spec.config.get("storage") == "memory"]
 
 
-def declarations(catalog, *, jetstream_servers: int) -> dict[str, str]:
-    """The ConfigMap's data: the config files and the two lists the script reads. Files are numbered: ConfigMap keys
-    allow fewer characters than stream names."""
-    from streams.provider import ConsumerProvider, StreamProvider, _mark
-    from streams.resources import consumer_props, stream_props
-
+def declarations(catalog) -> dict[str, str]:
+    """The ConfigMap's data: the config files (the catalog's wire configs, which the provider sends too) and the two
+    lists the script reads. Files are numbered: ConfigMap keys allow fewer characters than stream names."""
     data: dict[str, str] = {}
     streams, consumers = [], []
     for i, spec in enumerate(memory_specs(catalog)):
-        config = _mark(StreamProvider()._wire(stream_props(spec, jetstream_servers=jetstream_servers)))
+        config = mark_managed(spec.config)
         data[f"stream-{i}.json"] = json.dumps(config, indent=2, sort_keys=True)
         streams.append(f"{spec.name} stream-{i}.json")
         for j, c in enumerate(spec.consumers):
-            config = _mark(ConsumerProvider()._wire(consumer_props(c)))
+            config = mark_managed(c.config)
             data[f"stream-{i}-consumer-{j}.json"] = json.dumps(config, indent=2, sort_keys=True)
             consumers.append(f"{spec.name} {c.name} stream-{i}-consumer-{j}.json")
     data["streams"] = "".join(line + "\n" for line in streams)
@@ -111,7 +109,7 @@ def config_map(settings: Settings, catalog) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CONFIG_MAP, "namespace": settings.namespace,
                          "labels": manifests.common_labels("nats-box")},
-            "data": declarations(catalog, jetstream_servers=settings.replicas)}
+            "data": declarations(catalog)}
 
 
 def container(settings: Settings) -> dict:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from render import manifests
-from stack.settings import Settings, config_key
+from stack.errors import config_key
+from stack.settings import Settings
 
 
 def connection_details(settings: Settings, users=(), buckets=()) -> dict:

@@ -26,6 +26,11 @@ MANAGED_BY_KEY = "homelab-nats.managed-by"
 MANAGED_BY_VALUE = "pulumi"
 
 
+def mark_managed(config: dict) -> dict:
+    """A wire config with this tool's mark in its metadata: what it creates carries it, and what carries it is its."""
+    return {**config, "metadata": {**(config.get("metadata") or {}), MANAGED_BY_KEY: MANAGED_BY_VALUE}}
+
+
 class CatalogError(ValueError):
     """A declaration that cannot be applied. `where` names the object, `key` the offending key."""
 

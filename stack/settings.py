@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stack.cron import cron_problem
+from stack.errors import SettingsError, config_key
+from stack.urls import nats_url_problem
 from stack.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
                                    parse_positive_bytes, parse_quantity)
-
-PROJECT = "homelab-nats"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,14 +52,6 @@ MIN_MEMORY_LIMIT = 32 * 2**20
 # provider uses (streams.connection). Listed here so typos anywhere are caught.
 CATALOG_KEYS = ("streams", "keyValues", "objectStores", "natsUrl", "natsUser", "natsPassword", "natsToken", "natsCredentials", "natsNkeySeed",
                 "natsTls", "natsReadyTimeout")
-
-
-class SettingsError(ValueError):
-    """A stack config value that cannot be used. The message names the key."""
-
-
-def config_key(path: str) -> str:
-    return f"{PROJECT}:{path}"
 
 
 @dataclass(frozen=True)
@@ -623,34 +615,6 @@ def _warnings(s: Settings) -> tuple[str, ...]:
             "up can get the pod OOM-killed. Raise resources.limits.memory above the memory store (e.g. "
             "1536Mi for a 1Gi store) or lower jetstream.memoryStore (e.g. 256Mi).")
     return tuple(warnings)
-
-
-def redact_url(url: str) -> str:
-    """A URL with any password replaced by ***, for messages."""
-    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
-
-
-def nats_url_problem(value: Any) -> str | None:
-    """Why `value` is not a NATS server URL (or comma-separated list of them) nats-py can dial, or None."""
-    from urllib.parse import urlsplit
-
-    if not isinstance(value, str) or not value.strip():
-        return "expected a NATS URL such as nats://10.0.0.248:4222"
-    for part in value.split(","):
-        part = part.strip()
-        try:
-            url = urlsplit(part)
-            port = url.port
-        except ValueError as exc:
-            return f"{redact_url(part)!r} is not a URL ({exc})"
-        if url.scheme not in ("nats", "tls", "ws", "wss") or not url.hostname:
-            return (f"{redact_url(part)!r} is not a NATS URL: expected nats://HOST:PORT (or tls://, ws://, wss://), "
-                    "e.g. nats://10.0.0.248:4222")
-        if url.path not in ("", "/") or url.query or url.fragment:
-            return f"{redact_url(part)!r} has a path or query, which a NATS URL does not take"
-        if port == 0:
-            return f"{redact_url(part)!r}: port 0 cannot be dialled"
-    return None
 
 
 def load_settings(raw: Mapping[str, Any]) -> Settings:

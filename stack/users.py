@@ -36,12 +36,11 @@ nothing (tests/test_auth.py restarts a server that has data with auth on).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from stack.settings import SettingsError, config_key
+from stack.errors import SettingsError, config_key
 
 ADMIN = "admin"
 BACKUP = "backup"
@@ -262,43 +261,3 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
                                         f"homelab-nats:{key}")
         users.append(ServerUser(user.name, app_user_permissions(user, catalog), user.namespace))
     return tuple(users)
-
-
-def _conf_string(text: str) -> str:
-    """A double-quoted nats.conf string. The lexer knows only the escapes \\" \\\\ \\t \\n \\r and \\xXX
-    (nats-server conf/lex.go lexStringEscape; no \\u): quotes and backslashes are escaped, control characters
-    written as \\xXX, everything else (UTF-8 included) as it is. Inside quotes `$` is not a variable."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _conf_value(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_conf_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_conf_value(v) for v in value) + "]"
-    return _conf_string(str(value))
-
-
-def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str]) -> str:
-    """The file nats.conf includes when auth is on: `authorization { users: [...] }` with each user's password
-    and permissions. It is the content of a Secret, never of the ConfigMap, and it is one file on purpose: the
-    server refuses a config whose included variables are unused or missing, so passwords kept apart from the
-    users would make every added or removed user a window in which a reload (or a restart) fails."""
-    lines = ["# Rendered by homelab-nats (stack/users.py): users, passwords, permissions. A Secret.",
-             "authorization {", "  users: ["]
-    for user in users:
-        if user.name not in passwords:
-            raise ValueError(f"no password for NATS user {user.name!r}")
-        entry = f"    {{user: {_conf_string(user.name)}, password: {_conf_string(passwords[user.name])}"
-        if user.permissions is not None:
-            entry += f", permissions: {_conf_value(user.permissions)}"
-        lines.append(entry + "}")
-    return "\n".join(lines + ["  ]", "}"]) + "\n"

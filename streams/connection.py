@@ -13,7 +13,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from stack.settings import SettingsError, config_key, load_settings, nats_url_problem
+from stack.errors import SettingsError, config_key
+from stack.settings import load_settings
+from stack.urls import nats_url_problem
 from stack.units import UnitError, parse_duration
 
 DEFAULT_READY_TIMEOUT = 60.0
@@ -82,7 +84,7 @@ async def connect_once(server: str, timeout: float = 15.0):
 
     import nats
 
-    from stack.settings import redact_url
+    from stack.urls import redact_url
     refused: list[str] = []
     errors: list[BaseException] = []
 

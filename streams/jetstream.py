@@ -22,7 +22,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
-from stack.settings import redact_url
+from stack.urls import redact_url
 from streams.connection import ConnectionSettings, is_auth_error
 
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateR
                             ResourceProvider, UpdateResult)
 
 from stack.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
-                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, canonical_time, check_declared_values,
+                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, canonical_time, check_declared_values, mark_managed,
                              consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
                              stream_where, stream_wire_config)
 from streams.connection import ConnectionSettings, connection_from_config
@@ -108,8 +108,7 @@ def _int(value: Any, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def _mark(config: dict) -> dict:
-    return {**config, "metadata": {**(config.get("metadata") or {}), MANAGED_BY_KEY: MANAGED_BY_VALUE}}
+_mark = mark_managed
 
 
 def _is_managed(config: dict) -> bool:

@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from stack.users import plan_users
-from render.backup_job import backup_streams
+from stack.loader import backup_streams
 from stack.settings import load_settings
 from stack.catalog import load_catalog
 from streams.connection import quiet_error_cb
@@ -475,8 +475,9 @@ def test_the_guide_stack_warns_that_the_load_balancer_is_open():
 
 # ---------------------------------------------------------------- the permissions, as tables
 
-from stack.users import (AppUser, Auth, app_user_permissions, backup_permissions,  # noqa: E402
-                             monitor_permissions, render_auth_conf, ServerUser)
+from render.auth_conf import render_auth_conf  # noqa: E402
+from stack.users import (AppUser, Auth, ServerUser, app_user_permissions, backup_permissions,  # noqa: E402
+                         monitor_permissions)
 
 
 def test_pull_consumer_permissions_equal_the_documented_set():

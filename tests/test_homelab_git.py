@@ -136,7 +136,7 @@ def test_a_free_address_needs_no_key_and_draws_no_warning():
 
 @pytest.mark.parametrize("key", ["", "two words", ["list"]])
 def test_a_bad_sharing_key_names_the_key(key):
-    from stack.settings import SettingsError
+    from stack.errors import SettingsError
     with pytest.raises(SettingsError, match="homelab-nats:loadBalancer.sharingKey"):
         load_settings({"loadBalancer": {"ip": "10.0.0.248", "sharingKey": key}})
 

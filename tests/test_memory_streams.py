@@ -8,7 +8,6 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from shutil import which
 
 import pytest
 
@@ -46,7 +45,7 @@ def lab(tmp_path, homelab_settings):
     catalog = load_catalog(CATALOG)
     folder = tmp_path / "declarations"
     folder.mkdir()
-    for name, text in memory_streams.declarations(catalog, jetstream_servers=1).items():
+    for name, text in memory_streams.declarations(catalog).items():
         (folder / name).write_text(text)
     layout = local_layout(tmp_path / "server", client_port=free_port(), monitoring_port=free_port())
     return catalog, folder, layout
@@ -113,7 +112,7 @@ def test_the_declarations_are_what_the_provider_sends():
     from streams.provider import ConsumerProvider, StreamProvider, _mark
     from streams.resources import consumer_props, stream_props
     catalog = load_catalog(CATALOG)
-    data = memory_streams.declarations(catalog, jetstream_servers=1)
+    data = memory_streams.declarations(catalog)
     assert data["streams"] == "events stream-0.json\n" and data["consumers"] == "events audit stream-0-consumer-0.json\n"
     [events] = [s for s in catalog if s.name == "events"]
     assert json.loads(data["stream-0.json"]) == _mark(StreamProvider()._wire(stream_props(events, jetstream_servers=1)))

@@ -106,7 +106,7 @@ def test_pod_monitor_when_the_operator_is_used():
     ({"loadBalancer": {"legacyAnnotations": 1}}, "homelab-nats:loadBalancer.legacyAnnotations"),
 ])
 def test_bad_monitoring_settings(raw, key):
-    from stack.settings import SettingsError
+    from stack.errors import SettingsError
     with pytest.raises(SettingsError, match=key):
         load_settings(raw)
 

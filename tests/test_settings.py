@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from stack.settings import SettingsError, load_settings
+from stack.errors import SettingsError
+from stack.settings import load_settings
 from tests.pulumi_harness import ROOT
 
 

@@ -26,7 +26,6 @@ from cryptography.x509.oid import NameOID
 from stack.settings import load_settings
 from stack.catalog import load_catalog
 from streams.jetstream import close_all_clients
-from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
 from tests.test_settings import homelab_raw

@@ -19,12 +19,13 @@ from urllib.parse import urlparse
 
 import nats.errors
 
-from stack.settings import Settings, backup_credentials_warning, redact_url
+from stack.settings import Settings, backup_credentials_warning
+from stack.urls import redact_url
 from stack.catalog import StreamSpec
 from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
                                 refusals)
 from streams.cli.target import announce_with_stack
-from streams.cli.dev import read_stack_file
+from stack.loader import read_stack_file
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 from stack.units import parse_server_time
 
@@ -280,7 +281,8 @@ def cmd_check(args) -> int:
     found = announce_with_stack(args)
     if found is None:
         return 2
-    target, (settings, specs, buckets) = found
+    target, stack = found
+    settings, specs, buckets = stack.settings, stack.catalog, stack.buckets
     server = target.nats_url
     monitor = target.monitor_url or f"http://{urlparse(server.split(',')[0]).hostname}:{settings.ports.monitoring}"
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,

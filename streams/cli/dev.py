@@ -15,51 +15,11 @@ import threading
 from pathlib import Path
 
 from render.outputs import connection_details, external_urls
+from stack.catalog import CatalogError
+from stack.errors import SettingsError
+from stack.loader import ROOT, load_stack, stack_file_path
 from streams.cli.target import write_running_dev
 from streams.local.server import LocalServerError, WorkdirLock, local_layout, start_server
-from stack.settings import PROJECT, SettingsError, load_settings
-from components.stack_config import load_stack_file, near_miss_namespaces
-from stack.catalog import CatalogError, load_catalog
-
-ROOT = Path(__file__).resolve().parents[2]  # the project: streams/cli/dev.py -> ../../
-
-
-def stack_file_path(stack: str, root: Path = ROOT) -> Path:
-    """`stack` names `Pulumi.<stack>.yaml` in the project; a path to a .yaml file is taken as it is."""
-    if stack.endswith((".yaml", ".yml")):
-        return Path(stack)
-    return root / f"Pulumi.{stack}.yaml"
-
-
-def read_stack_file(stack: str, root: Path = ROOT, warn=None) -> dict:
-    """`Pulumi.<stack>.yaml`'s config for this project, keys without the project prefix. Keys under a
-    namespace close to ours are passed to `warn` (they would be ignored)."""
-    path = stack_file_path(stack, root)
-    if not path.exists():
-        raise SettingsError(f"no stack file {path.name}; pick a stack with --stack (e.g. homelab)")
-    config = load_stack_file(path)
-    if warn is not None:
-        for warning in near_miss_namespaces(config):
-            warn(f"{path.name}: {warning}")
-    prefix = f"{PROJECT}:"
-    return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
-
-
-def load_stack(stack: str, warn=None):
-    """Settings and catalog of `Pulumi.<stack>.yaml`, validated as `pulumi preview` would (users included)."""
-    from stack.users import plan_users
-    from render.backup_job import backup_streams
-    from stack.buckets import load_all_buckets
-
-    raw = read_stack_file(stack, warn=warn)
-    settings = load_settings(raw)
-    catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas,
-                           store_limits=settings.jetstream.store_limits)
-    buckets = load_all_buckets(raw, streams=catalog, max_replicas=settings.replicas,
-                               store_limits=settings.jetstream.store_limits)
-    plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
-               buckets=buckets)
-    return settings, catalog, buckets
 
 
 def add_parser(sub) -> None:
@@ -77,7 +37,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
-        settings, catalog, buckets = load_stack(args.stack, warn=lambda w: print(f"warning: {w}", file=sys.stderr))
+        stack = load_stack(args.stack, warn=lambda w: print(f"warning: {w}", file=sys.stderr))
     except (SettingsError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,28 +46,26 @@ def run(args) -> int:
     lock = WorkdirLock(workdir, f"python -m streams dev --stack {args.stack}, nats://{args.host}:{args.port}")
     try:
         with lock:
-            return _serve(args, settings, catalog, buckets, layout, workdir)
+            return _serve(args, stack, layout, workdir)
     except LocalServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _serve(args, settings, catalog, buckets, layout, workdir: Path) -> int:
+def _serve(args, stack, layout, workdir: Path) -> int:
     from dataclasses import replace
 
-    from stack.users import plan_users
-    from render.backup_job import backup_streams
     from streams.local.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
     from streams.local.users import AUTH_FOLDER, write_local_auth
     from streams.jetstream import close_all_clients
 
+    settings = stack.settings
     if settings.tls.enabled:
         print("warning: homelab-nats:tls is on in the stack, but make dev has no certificate: it serves plain "
               "connections on this machine", file=sys.stderr)
         settings = replace(settings, tls=replace(settings.tls, enabled=False))
+    catalog, buckets, users = stack.catalog, stack.buckets, stack.users
     login = None
-    users = plan_users(settings.auth, catalog, backup_streams(settings, catalog, buckets), admin=settings.admin_user,
-                       buckets=buckets)
     if users:
         include, passwords = write_local_auth(workdir, users, f"nats://{layout.host}:{layout.client_port}")
         layout = replace(layout, auth_include=include)

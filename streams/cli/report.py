@@ -154,7 +154,8 @@ def cmd_report(args) -> int:
     found = announce_with_stack(args)
     if found is None:
         return 2
-    target, (_, catalog, buckets) = found
+    target, stack = found
+    catalog, buckets = stack.catalog, stack.buckets
 
     async def go():
         nc = await connect_once(target.nats_url)

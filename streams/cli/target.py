@@ -53,7 +53,7 @@ class Target:
         return hosts <= {"127.0.0.1", "localhost", "::1"}
 
     def line(self) -> str:
-        from stack.settings import redact_url
+        from stack.urls import redact_url
         return f"NATS: {redact_url(self.nats_url)} ({self.source})"
 
 
@@ -129,7 +129,7 @@ def stack_address(stack: str) -> StackAddress:
     """A stack file's cluster address: its natsUrl, else its load balancer's client URL."""
     from render.outputs import connection_details
     from stack.settings import load_settings
-    from streams.cli.dev import read_stack_file
+    from stack.loader import read_stack_file
 
     raw = read_stack_file(stack)
     settings = load_settings(raw)
@@ -152,20 +152,20 @@ def s3_endpoint(flag: str | None, environ: dict, stack: str | None) -> str:
         return environ["AWS_ENDPOINT_URL"]
     if stack:
         from stack.settings import load_settings
-        from streams.cli.dev import read_stack_file
+        from stack.loader import read_stack_file
         return load_settings(read_stack_file(stack)).backups.endpoint
     raise NoTarget("no S3 store named: pass --endpoint URL or set AWS_ENDPOINT_URL (or --stack homelab for the stack's "
                    "backups.endpoint); for a plain folder use --to/--from DIR")
 
 
 def announce_with_stack(args):
-    """For the commands that read a stack's declarations too (check, report): the target and its stack's (settings,
-    catalog, buckets), with the target said on the first line; None after saying why there is none."""
+    """For the commands that read a stack's declarations too (check, report): the target and its stack.loader.Stack,
+    with the target said on the first line; None after saying why there is none."""
     import sys
 
-    from stack.settings import SettingsError
+    from stack.errors import SettingsError
     from stack.catalog import CatalogError
-    from streams.cli.dev import load_stack
+    from stack.loader import load_stack
 
     try:
         found = target_from_args(args)

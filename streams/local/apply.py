@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from pulumi.dynamic import Config, ConfigureRequest
 
-from stack.settings import PROJECT
+from stack.errors import PROJECT
 from stack.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
 from streams.jetstream import JetStreamApiError
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change

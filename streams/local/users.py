@@ -10,7 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
-from stack.users import ServerUser, render_auth_conf
+from render.auth_conf import render_auth_conf
+from stack.users import ServerUser
 
 AUTH_FOLDER = "auth"
 
