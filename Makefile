@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= homelab
 
-.PHONY: dev test venv clean
+.PHONY: dev test test-fast lint venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,18 @@ venv: $(VENV)/.test-installed
 dev: $(VENV)/.dev-installed
 	$(BIN)/python -m streams dev --stack $(STACK) $(ARGS)
 
-## make test: the whole suite (real nats-server, moto S3, Pulumi mocks).
-test: $(VENV)/.test-installed
+## make test: lint and types, then the whole suite (real nats-server, moto S3, Pulumi mocks).
+test: lint
 	$(BIN)/python -m pytest $(ARGS)
+
+## make test-fast: the tests that start no process (pure rules, plans, renderers, settings), in seconds.
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q -m "not server" $(ARGS)
+
+## make lint: ruff (ruff.toml) and mypy on the pure core (mypy.ini).
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .local

@@ -4,8 +4,13 @@ Stack -> components -> outputs. Nothing else lives here.
 """
 import pulumi
 
-from components.config import (all_config_keys, present_backup_keys, read_admin_password, read_backup_credentials,
-                               read_stack_config)
+from components.config import (
+    all_config_keys,
+    present_backup_keys,
+    read_admin_password,
+    read_backup_credentials,
+    read_stack_config,
+)
 from components.deployment import NatsBackupJob, NatsBackupJobArgs, NatsDeployment, NatsDeploymentArgs
 from render.manifests import homelab_git_conflicts
 from render.outputs import connection_details

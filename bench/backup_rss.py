@@ -60,9 +60,9 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024)
     args = ap.parse_args()
 
-    from streams.local.server import local_layout, start_server
     from stack.settings import load_settings
     from streams.backup.s3 import s3_client
+    from streams.local.server import local_layout, start_server
     from tests.conftest import start_moto
 
     moto, endpoint = start_moto()

@@ -111,9 +111,9 @@ def main() -> None:
 
     import nats
 
-    from streams.local.server import local_layout, start_server
     from stack.settings import load_settings
     from streams.backup.s3 import s3_client
+    from streams.local.server import local_layout, start_server
     from tests.conftest import start_moto
 
     moto, endpoint = start_moto()

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stack.users import parse_auth, plan_users  # noqa: E402
 from stack.settings import load_settings  # noqa: E402
+from stack.users import parse_auth, plan_users  # noqa: E402
 from streams.local.server import free_port, local_layout, start_server  # noqa: E402
 from streams.local.users import write_local_auth  # noqa: E402
 from tests.provider_harness import RawJetStream  # noqa: E402

@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nats  # noqa: E402
 
-from streams.local.server import local_layout, start_server  # noqa: E402
-from stack.settings import load_settings  # noqa: E402
-from streams.local.apply import apply_catalog  # noqa: E402
 from stack.catalog import load_catalog  # noqa: E402
+from stack.settings import load_settings  # noqa: E402
 from streams.jetstream import close_all_clients  # noqa: E402
+from streams.local.apply import apply_catalog  # noqa: E402
+from streams.local.server import local_layout, start_server  # noqa: E402
 from streams.provider import _mark  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
             close_all_clients()
         providers.append(timed_on_fresh_server(through_provider))
     f, p = min(floors), min(providers)
-    ratios = sorted(pv / fl for fl, pv in zip(floors, providers))
+    ratios = sorted(pv / fl for fl, pv in zip(floors, providers, strict=True))
     print(f"{args.streams} streams + {n_consumers} consumers, best of {args.rounds} (data on {TMP_ROOT or 'disk'})")
     print(f"floor (raw API on one connection): {f:.3f} s")
     print(f"provider (check + create/adopt):   {p:.3f} s")

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
 
-from streams.local.server import LocalServer, free_port, local_layout, nats_server_binary, start_server  # noqa: E402
 from stack.settings import load_settings  # noqa: E402
+from streams.local.server import LocalServer, free_port, local_layout, nats_server_binary, start_server  # noqa: E402
 
 PAYLOAD = b"x" * 1024
 WINDOW = 256
@@ -36,7 +36,7 @@ async def measure(url: str, async_msgs: int, sync_msgs: int) -> tuple[float, flo
     await js.add_stream(name="bench", subjects=["bench.>"], storage="file")
     start = time.perf_counter()
     pending = []
-    for i in range(async_msgs):
+    for _ in range(async_msgs):
         pending.append(asyncio.ensure_future(js.publish("bench.async", PAYLOAD)))
         if len(pending) >= WINDOW:
             await asyncio.gather(*pending)
@@ -44,7 +44,7 @@ async def measure(url: str, async_msgs: int, sync_msgs: int) -> tuple[float, flo
     await asyncio.gather(*pending)
     async_rate = async_msgs / (time.perf_counter() - start)
     start = time.perf_counter()
-    for i in range(sync_msgs):
+    for _ in range(sync_msgs):
         await js.publish("bench.sync", PAYLOAD)
     sync_rate = sync_msgs / (time.perf_counter() - start)
     await nc.close()
@@ -54,6 +54,7 @@ async def measure(url: str, async_msgs: int, sync_msgs: int) -> tuple[float, flo
 def default_server(workdir: Path) -> LocalServer:
     """nats-server with nothing but JetStream switched on (its own defaults for everything else)."""
     import subprocess as sp
+
     from render.nats_conf import ConfLayout
     port, http = free_port(), free_port()
     log = workdir / "default.log"

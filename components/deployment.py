@@ -14,12 +14,12 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import monitor_supports_feature
 
+from components.kube import declare
 from render import backup_job, manifests, memory_streams
 from render.auth_conf import render_auth_conf
-from stack.users import NATS_BOX, ServerUser
-from components.kube import declare
 from render.nats_conf import AUTH_FILE
 from stack.settings import Settings
+from stack.users import NATS_BOX, ServerUser
 
 
 @dataclass

@@ -2,7 +2,8 @@
 config syntax. Pure text; its content goes into a Secret."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from stack.users import ServerUser
 

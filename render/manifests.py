@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from render.nats_conf import (
+    AUTH_DIR,
+    CONFIG_DIR,
+    CONFIG_FILE,
+    PID_DIR,
+    PID_FILE,
+    TLS_DIR,
+    cluster_layout,
+    render_nats_conf,
+    restart_checksum,
+)
 from stack import homelab_git
-from stack.users import ServerUser, secret_name
-from render.nats_conf import (AUTH_DIR, TLS_DIR, CONFIG_DIR, CONFIG_FILE, PID_DIR, PID_FILE, cluster_layout,
-                                  render_nats_conf, restart_checksum)
 from stack.settings import Settings, Tls
+from stack.users import ServerUser, secret_name
 
 NAME = "nats"
 CONFIG_MAP = "nats-config"
@@ -149,7 +158,7 @@ def certificate(settings: Settings) -> dict:
             "dnsNames": list(dict.fromkeys(names)), "duration": "2160h", "renewBefore": "360h",
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
             "usages": ["server auth", "digital signature", "key encipherment"]}
-    if settings.load_balancer.enabled:
+    if settings.load_balancer.ip is not None:
         spec["ipAddresses"] = [settings.load_balancer.ip]
     return {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": _meta(settings, NAME, "nats"),
             "spec": spec}
@@ -494,7 +503,7 @@ def homelab_git_conflicts(settings: Settings) -> tuple[list[str], list[str]]:
                             f"{homelab_git.NOT_ISSUERS[t.issuer_name]}. Its ClusterIssuers are "
                             f"{' and '.join(homelab_git.CLUSTER_ISSUERS)}; cert-manager leaves the Certificate "
                             "unissued and the nats pod waits for its Secret")
-    known = homelab_git.KNOWN_ADDRESSES.get(lb.ip) if lb.enabled else None
+    known = homelab_git.KNOWN_ADDRESSES.get(lb.ip) if lb.ip is not None else None
     if known is not None:
         where = f"{lb.ip} is requested by {known.owner} in the homelab's Git ({known.source})"
         free = ", ".join(homelab_git.FREE_ADDRESSES)

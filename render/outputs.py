@@ -30,7 +30,7 @@ def connection_details(settings: Settings, users=(), buckets=()) -> dict:
         details["objectStores"] = {b.name: b.stream_name for b in buckets if b.kind.kind == "objectStore"}
     if settings.auth.enabled:
         details["users"] = {u.name: users_entry(settings, u) for u in users}
-    if settings.load_balancer.enabled:
+    if settings.load_balancer.ip is not None:
         details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring,
                                      settings.tls.scheme))
     return details

@@ -18,8 +18,9 @@ a bucket either client made is adopted with no change (tests/test_buckets.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from stack.catalog import CatalogError, stream_declaration, stream_wire_config
 

@@ -7,15 +7,23 @@ which name the stream or consumer and the key as the user wrote it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from stack.rules import (RuleBroken, StreamContext, check_consumer_rules, check_stream_rules,
-                           check_workqueue_partition, consumer_filters, fill_consumer_defaults, fill_stream_defaults)
+from stack.rules import (
+    RuleBroken,
+    StreamContext,
+    check_consumer_rules,
+    check_stream_rules,
+    check_workqueue_partition,
+    consumer_filters,
+    fill_consumer_defaults,
+    fill_stream_defaults,
+)
 from stack.subjects import name_problem, subject_problem, subjects_overlap
-from stack.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size
+from stack.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size, whole_number
 
 # Keys that steer the provider rather than the server.
 STREAM_CONTROL_KEYS = ("allowDataLoss", "protect", "consumers", "renamedFrom")
@@ -66,11 +74,13 @@ def _bool(v):
     return v
 
 
-def _int(minimum: int, *, unlimited: bool = False):
+def _whole_number_at_least(minimum: int, *, unlimited: bool = False):
+    """A field converter: a whole number from `minimum` (or -1 for unlimited where that is allowed)."""
     def conv(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        number = whole_number(v)
+        if number is None:
             raise _Bad(f"expected a whole number, got {v!r}")
-        v = int(v)
+        v = number
         if v < minimum and not (unlimited and v == -1):
             raise _Bad(f"must be at least {minimum}" + (" (or -1 for unlimited)" if unlimited else "") + f", got {v}")
         return v
@@ -154,7 +164,7 @@ def _time(v):
 def canonical_time(value: str | datetime) -> str:
     """RFC 3339 in UTC with a Z, to the microsecond: the form times are compared in."""
     dt = value if isinstance(value, datetime) else parse_server_time(value)
-    dt = dt.astimezone(timezone.utc)
+    dt = dt.astimezone(UTC)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         text += f".{dt.microsecond:06d}".rstrip("0")
@@ -230,7 +240,7 @@ _transform = _object((Field("source", "src", _subject), Field("destination", "de
                      required=("source", "destination"))
 _source_fields = (
     Field("name", "name", _str),
-    Field("optStartSeq", "opt_start_seq", _int(1)),
+    Field("optStartSeq", "opt_start_seq", _whole_number_at_least(1)),
     Field("optStartTime", "opt_start_time", _time),
     Field("filterSubject", "filter_subject", _subject),
     Field("subjectTransforms", "subject_transforms", *_list_of(_transform)),
@@ -249,15 +259,15 @@ STREAM_FIELDS: tuple[Field, ...] = (
     Field("discardNewPerSubject", "discard_new_per_subject", _bool),
     Field("maxAge", "max_age", _duration, format_duration),
     Field("maxBytes", "max_bytes", _size),
-    Field("maxMsgs", "max_msgs", _int(1, unlimited=True)),
-    Field("maxMsgsPerSubject", "max_msgs_per_subject", _int(1, unlimited=True)),
+    Field("maxMsgs", "max_msgs", _whole_number_at_least(1, unlimited=True)),
+    Field("maxMsgsPerSubject", "max_msgs_per_subject", _whole_number_at_least(1, unlimited=True)),
     Field("maxMsgSize", "max_msg_size", _size),
-    Field("maxConsumers", "max_consumers", _int(1, unlimited=True)),
-    Field("replicas", "num_replicas", _int(1)),
+    Field("maxConsumers", "max_consumers", _whole_number_at_least(1, unlimited=True)),
+    Field("replicas", "num_replicas", _whole_number_at_least(1)),
     Field("noAck", "no_ack", _bool),
     Field("duplicateWindow", "duplicate_window", _duration, format_duration),
     Field("compression", "compression", _enum("none", "s2")),
-    Field("firstSeq", "first_seq", _int(0)),
+    Field("firstSeq", "first_seq", _whole_number_at_least(0)),
     Field("denyDelete", "deny_delete", _bool),
     Field("denyPurge", "deny_purge", _bool),
     Field("allowRollup", "allow_rollup_hdrs", _bool),
@@ -280,7 +290,7 @@ STREAM_FIELDS: tuple[Field, ...] = (
                                                Field("tags", "tags", lambda v: [_str(t) for t in v] if isinstance(v, list) else _str(v))))),
     Field("consumerLimits", "consumer_limits", *_object((
         Field("inactiveThreshold", "inactive_threshold", _duration, format_duration),
-        Field("maxAckPending", "max_ack_pending", _int(1, unlimited=True))))),
+        Field("maxAckPending", "max_ack_pending", _whole_number_at_least(1, unlimited=True))))),
     Field("mirror", "mirror", *_source),
     Field("sources", "sources", *_list_of(_source)),
 )
@@ -291,29 +301,29 @@ CONSUMER_FIELDS: tuple[Field, ...] = (
     Field("filterSubjects", "filter_subjects", _subject_list),
     Field("deliverPolicy", "deliver_policy", _enum("all", "last", "new", "by_start_sequence", "by_start_time",
                                                    "last_per_subject")),
-    Field("optStartSeq", "opt_start_seq", _int(1)),
+    Field("optStartSeq", "opt_start_seq", _whole_number_at_least(1)),
     Field("optStartTime", "opt_start_time", _time),
     Field("ackPolicy", "ack_policy", _enum("explicit", "all", "none", "flow_control")),
     Field("ackWait", "ack_wait", _duration, format_duration),
-    Field("maxDeliver", "max_deliver", _int(1, unlimited=True)),
+    Field("maxDeliver", "max_deliver", _whole_number_at_least(1, unlimited=True)),
     Field("backoff", "backoff", _durations, lambda w: [format_duration(x) for x in w]),
     Field("replayPolicy", "replay_policy", _enum("instant", "original")),
     Field("sampleFrequency", "sample_freq", _percent),
-    Field("maxAckPending", "max_ack_pending", _int(1, unlimited=True)),
-    Field("maxWaiting", "max_waiting", _int(1)),
-    Field("maxBatch", "max_batch", _int(1)),
+    Field("maxAckPending", "max_ack_pending", _whole_number_at_least(1, unlimited=True)),
+    Field("maxWaiting", "max_waiting", _whole_number_at_least(1)),
+    Field("maxBatch", "max_batch", _whole_number_at_least(1)),
     Field("maxExpires", "max_expires", _duration, format_duration),
     Field("maxBytes", "max_bytes", _size),
     Field("inactiveThreshold", "inactive_threshold", _duration, format_duration),
     Field("headersOnly", "headers_only", _bool),
-    Field("replicas", "num_replicas", _int(0)),
+    Field("replicas", "num_replicas", _whole_number_at_least(0)),
     Field("memStorage", "mem_storage", _bool),
     Field("metadata", "metadata", _metadata),
     Field("deliverSubject", "deliver_subject", lambda v: _subject_no_wildcards(v)),
     Field("deliverGroup", "deliver_group", _str),
     Field("idleHeartbeat", "idle_heartbeat", _duration, format_duration),
     Field("flowControl", "flow_control", _bool),
-    Field("rateLimit", "rate_limit_bps", _int(1)),
+    Field("rateLimit", "rate_limit_bps", _whole_number_at_least(1)),
     Field("pauseUntil", "pause_until", _time),
     Field("priorityPolicy", "priority_policy", _enum("none", "overflow", "pinned_client", "prioritized")),
     Field("priorityGroups", "priority_groups", _names),
@@ -577,7 +587,16 @@ def load_catalog(streams: Any, *, max_replicas: int = 1,
     return tuple(specs)
 
 
-def _check_store_reservations(specs: list[StreamSpec], store_limits: Mapping[str, int]) -> None:
+class Reserving(Protocol):
+    """What reserves store space when it is created: a stream, or a bucket's stream."""
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> dict: ...
+
+
+def _check_store_reservations(specs: Sequence[Reserving], store_limits: Mapping[str, int]) -> None:
     """A stream's maxBytes is reserved in its store when it is created; the server refuses a stream whose
     reservation does not fit (10047, insufficient storage resources)."""
     used = {"file": 0, "memory": 0}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 # (name, min, max, names)
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -71,7 +71,7 @@ def cron_problem(schedule: object) -> str | None:
     fields = text.split()
     if len(fields) != 5:
         return f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-    for field, (what, low, high, names) in zip(fields, _FIELDS):
+    for field, (what, low, high, names) in zip(fields, _FIELDS, strict=True):
         for part in field.split(","):
             try:
                 _check_range(part, what, low, high, names)

@@ -6,8 +6,8 @@ settings against them, and the tests check the README's changes to that Git agai
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 GUIDE_COMMIT = "93b30ae"
 HEAD_COMMIT = "1380d7a"

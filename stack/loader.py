@@ -4,9 +4,10 @@ buckets, the streams the backups take, the users, and the warnings preview shows
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

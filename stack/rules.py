@@ -15,20 +15,24 @@ names the stream or consumer as well.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stack.subjects import name_problem, subject_is_subset, subject_problem, subjects_overlap, transform_problem
+from stack.units import SECOND
 
 MS = 10**6
-SECOND = 10**9
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_DESCRIPTION = 4 * 1024          # JSMaxDescriptionLen
 MAX_METADATA = 128 * 1024           # JSMaxMetadataLen (keys plus values)
 MAX_REPLICAS = 5                    # StreamMaxReplicas
-DEFAULT_DUPLICATE_WINDOW = 120 * SECOND
+DEFAULT_DUPLICATE_WINDOW = 120 * SECOND    # StreamDefaultDuplicatesWindow
+DEFAULT_ACK_WAIT = 30 * SECOND             # JsAckWaitDefault
+DEFAULT_MAX_ACK_PENDING = 1000             # JsDefaultMaxAckPending
+DEFAULT_PINNED_TTL = 120 * SECOND          # JsDefaultPinnedTTL
+DEFAULT_MAX_WAITING = 512                  # JSWaitQueueDefaultMax
 SOURCE_HEALTH_HEARTBEAT = SECOND    # sourceHealthHB: the heartbeat the flow_control ack policy needs
 _PRIORITY_GROUP = re.compile(r"^[a-zA-Z0-9/_=-]{1,16}$")
 
@@ -161,7 +165,7 @@ def check_stream_rules(cfg: Mapping[str, Any], *, creating: bool | None = None) 
             raise RuleBroken("persistMode", "async cannot be combined with allowAtomic")                    # 10052
     mirror = cfg.get("mirror")
     if mirror is not None:
-        for bad, camel, code in ((cfg.get("first_seq"), "firstSeq", 10143), (cfg.get("subjects"), "subjects", 10034),
+        for bad, camel, _code in ((cfg.get("first_seq"), "firstSeq", 10143), (cfg.get("subjects"), "subjects", 10034),
                                  (cfg.get("sources"), "sources", 10052),
                                  (cfg.get("allow_msg_counter"), "allowMsgCounter", 10173),
                                  (cfg.get("allow_atomic"), "allowAtomic", 10198),
@@ -227,7 +231,7 @@ class StreamContext:
     inactive_threshold: int = 0       # consumer_limits.inactive_threshold, 0 = none
 
     @classmethod
-    def of(cls, stream_cfg: Mapping[str, Any], *, max_replicas: int = 1) -> "StreamContext":
+    def of(cls, stream_cfg: Mapping[str, Any], *, max_replicas: int = 1) -> StreamContext:
         limits = stream_cfg.get("consumer_limits") or {}
         return cls(tuple(stream_cfg.get("subjects") or ()), min(stream_cfg.get("num_replicas", 1), max_replicas),
                    stream_cfg.get("retention", "limits"), limits.get("max_ack_pending", 0),

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from stack.cron import cron_problem
 from stack.errors import SettingsError, config_key
+from stack.quantities import (
+    Quantity,
+    QuantityError,
+    format_go_memlimit,
+    parse_go_memlimit,
+    parse_positive_bytes,
+    parse_quantity,
+)
+from stack.units import whole_number
 from stack.urls import nats_url_problem
-from stack.quantities import (Quantity, QuantityError, format_go_memlimit, parse_go_memlimit,
-                                   parse_positive_bytes, parse_quantity)
+from stack.users import ADMIN, USER_NAME, parse_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +88,7 @@ class JetStream:
     @property
     def store_limits(self) -> dict[str, int]:
         """Bytes per JetStream store, as the catalog checks stream reservations against them."""
-        return {"file": self.file_store.value, "memory": self.memory_store.value}
+        return {"file": self.file_store.bytes, "memory": self.memory_store.bytes}
 
     @property
     def data_dir(self) -> str:
@@ -192,7 +201,7 @@ class Settings:
     monitoring: Monitoring = field(default_factory=Monitoring)
     tls: Tls = field(default_factory=Tls)
     auth: Any = None            # stack.users.Auth (users and permissions; off unless enabled)
-    admin_user: str = "admin"   # the provider's user when auth is on (homelab-nats:natsUser)
+    admin_user: str = ADMIN     # the provider's user when auth is on (homelab-nats:natsUser)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -225,10 +234,12 @@ def _section(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> Mapp
     return value
 
 
-def _int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+def _whole_number(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> int:
+    """A whole number within bounds, or a SettingsError naming `key`."""
+    number = whole_number(value)
+    if number is None:
         raise SettingsError(f"{config_key(key)}: expected a whole number, got {value!r}")
-    value = int(value)
+    value = number
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise SettingsError(f"{config_key(key)}: must be {bound}, got {value}")
@@ -270,7 +281,7 @@ def _cpu(value: Any, key: str) -> Quantity:
 def _ports(raw: Mapping[str, Any]) -> Ports:
     sec = _section(raw, "ports", ("client", "monitoring", "metrics"))
     d = Ports()
-    ports = Ports(**{name: _int(sec.get(name, getattr(d, name)), f"ports.{name}", minimum=1, maximum=65535)
+    ports = Ports(**{name: _whole_number(sec.get(name, getattr(d, name)), f"ports.{name}", minimum=1, maximum=65535)
                      for name in ("client", "monitoring", "metrics")})
     if len({ports.client, ports.monitoring, ports.metrics}) != 3:
         raise SettingsError(f"{config_key('ports')}: client, monitoring and metrics ports must differ, "
@@ -363,11 +374,11 @@ def _store_dir(value: Any) -> str:
 
 def _jetstream(raw: Mapping[str, Any]) -> JetStream:
     sec = _section(raw, "jetstream", ("memoryStore", "fileStore", "storageClass", "storeDir"))
-    store_dir = _store_dir(sec.get("storeDir", "/data"))
+    store_dir = _store_dir(sec.get("storeDir", JetStream.store_dir))
     return JetStream(
         memory_store=_store_size(sec.get("memoryStore", "1Gi"), "jetstream.memoryStore"),
         file_store=_store_size(sec.get("fileStore", "10Gi"), "jetstream.fileStore"),
-        storage_class=_str(sec.get("storageClass", "longhorn"), "jetstream.storageClass", _DNS_SUBDOMAIN,
+        storage_class=_str(sec.get("storageClass", JetStream.storage_class), "jetstream.storageClass", _DNS_SUBDOMAIN,
                            "a storage class name (lowercase letters, digits, '-' and '.', e.g. \"longhorn\")"),
         store_dir=store_dir,
     )
@@ -399,7 +410,7 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     pool = sec.get("addressPool")
     if pool is not None:
         pool = _str(pool, "loadBalancer.addressPool", _DNS_SUBDOMAIN, "a MetalLB address pool name")
-    legacy = _bool(sec.get("legacyAnnotations", False), "loadBalancer.legacyAnnotations")
+    legacy = _bool(sec.get("legacyAnnotations", LoadBalancer.legacy_annotations), "loadBalancer.legacyAnnotations")
     key = _as_text(sec.get("sharingKey"))
     if key is not None and (not isinstance(key, str) or not _SHARING_KEY.match(key)):
         raise SettingsError(f"{config_key('loadBalancer.sharingKey')}: expected the text MetalLB compares between "
@@ -435,8 +446,8 @@ def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
                             f"accepts: {problem} (e.g. \"0 */6 * * *\")")
     return VolumeSnapshots(
         enabled=enabled, cron=cron,
-        retain=_int(sec.get("retain", d.retain), "volumeSnapshots.retain", minimum=1, maximum=250),
-        concurrency=_int(sec.get("concurrency", d.concurrency), "volumeSnapshots.concurrency", minimum=1),
+        retain=_whole_number(sec.get("retain", d.retain), "volumeSnapshots.retain", minimum=1, maximum=250),
+        concurrency=_whole_number(sec.get("concurrency", d.concurrency), "volumeSnapshots.concurrency", minimum=1),
         group=_str(sec.get("group", d.group), "volumeSnapshots.group", _DNS_LABEL, "a Longhorn group name"),
     )
 
@@ -548,7 +559,7 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
                             "292 years); to keep every backup, leave pruning to backups.keep with a long maxAge such "
                             "as 100y")
     return Backups(enabled=enabled, schedule=schedule, bucket=bucket, prefix=prefix, endpoint=endpoint,
-                   streams=streams, keep=_int(sec.get("keep", d.keep), "backups.keep", minimum=1),
+                   streams=streams, keep=_whole_number(sec.get("keep", d.keep), "backups.keep", minimum=1),
                    max_age=str(max_age), max_age_seconds=max_age_ns // 10**9)
 
 
@@ -624,7 +635,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         raise SettingsError(f"unknown config key(s) {', '.join(config_key(k) for k in unknown)}; known keys: "
                             f"{', '.join(_TOP_LEVEL_KEYS)}")
     resources = _resources(raw)
-    replicas = _int(raw.get("replicas", 1), "replicas", minimum=1)
+    replicas = _whole_number(raw.get("replicas", 1), "replicas", minimum=1)
     if replicas != 1:
         raise SettingsError(f"{config_key('replicas')}: only 1 is supported for now (a single JetStream "
                             f"node, as the guide runs); clustering is not built yet, got {replicas}")
@@ -635,7 +646,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         resources=resources,
         go_mem_limit=_go_mem_limit(raw, resources.memory_limit),
         jetstream=_jetstream(raw),
-        fs_group=_int(raw.get("fsGroup", 1000), "fsGroup", minimum=1, maximum=2**31 - 1),
+        fs_group=_whole_number(raw.get("fsGroup", 1000), "fsGroup", minimum=1, maximum=2**31 - 1),
         replicas=replicas,
         images=_images(raw),
         load_balancer=_load_balancer(raw),
@@ -644,12 +655,10 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         monitoring=_monitoring(raw),
         tls=_tls(raw),
     )
-    from stack.users import parse_auth
-
-    admin_user = _as_text(raw.get("natsUser")) or "admin"
+    admin_user = _as_text(raw.get("natsUser")) or ADMIN
     auth = parse_auth(raw.get("auth"), admin=str(admin_user))
     if auth.enabled:
-        if not isinstance(admin_user, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", admin_user):
+        if not isinstance(admin_user, str) or not USER_NAME.match(admin_user):
             raise SettingsError(f"{config_key('natsUser')}: {admin_user!r} is the admin user's name when auth is on; "
                                 "use lowercase letters, digits and '-' (default admin)")
         other = [k for k in ("natsToken", "natsCredentials", "natsNkeySeed") if raw.get(k) is not None]

@@ -106,8 +106,9 @@ def _placeholder(token: str) -> tuple[str, list[int]] | str:
         return f"{token!r}: invalid argument" if index is None else ("wildcard", [index])
     if name == "partition":
         count = _int_arg(args[0])
-        indexes = [_int_arg(a) for a in args[1:]]
-        if count is None or count > INT32_MAX or None in indexes:
+        found = [_int_arg(a) for a in args[1:]]
+        indexes = [i for i in found if i is not None]
+        if count is None or count > INT32_MAX or len(indexes) != len(found):
             return f"{token!r}: invalid argument"
         return "partition", indexes
     if name == "random":

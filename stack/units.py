@@ -99,3 +99,14 @@ def parse_server_time(text: str) -> datetime:
         cut = max(frac.find("+"), frac.find("-"))
         frac, tz = frac[:cut], frac[cut:]
     return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{tz}")
+
+
+SECOND = 10**9          # nanoseconds: the wire unit of every JetStream duration
+
+
+def whole_number(value: object) -> int | None:
+    """`value` as an int when it is a whole number (YAML's 5, and 5.0 as numbers arrive over gRPC), else None;
+    never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        return None
+    return int(value)

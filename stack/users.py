@@ -37,8 +37,9 @@ nothing (tests/test_auth.py restarts a server that has data with auth on).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from stack.errors import SettingsError, config_key
 
@@ -48,7 +49,8 @@ MONITOR = "monitor"
 NATS_BOX = "nats-box"
 BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX)
 # User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
-_USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+# A user's name is a Kubernetes Secret name (nats-user-<name>) and a subject token (its inbox prefix).
+USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 _USER_KEYS = ("publish", "consume", "keyValues", "objectStores", "namespace")
 ACCESS = ("read", "write")
 
@@ -125,7 +127,7 @@ def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
     users = []
     for name, decl in users_raw.items():
         where = _key(f"users.{name}")
-        if not isinstance(name, str) or not _USER_NAME.match(name):
+        if not isinstance(name, str) or not USER_NAME.match(name):
             raise SettingsError(f"{where}: user names are 1-42 lowercase letters, digits and '-' (they name a "
                                 "Kubernetes Secret and an inbox prefix)")
         if name in (admin, *BUILT_IN_USERS):

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 from pulumi.dynamic import DiffResult, ReadResult
 
-from stack.buckets import (CONTROL, KEY_VALUE, OBJECT_STORE, BucketKind, bucket_declaration, bucket_option,
-                             bucket_wire_config, unmanaged_keys)
-from stack.catalog import CatalogError, STREAM_FIELDS, stream_where
+from stack.buckets import (
+    CONTROL,
+    KEY_VALUE,
+    OBJECT_STORE,
+    BucketKind,
+    bucket_declaration,
+    bucket_option,
+    bucket_wire_config,
+    unmanaged_keys,
+)
+from stack.catalog import STREAM_FIELDS, CatalogError, stream_where
 from streams.plan import keep_from, plan_stream_change
-from streams.provider import KEEP_STATE, StreamProvider, _camel, _has_unknown, _int, _kept
+from streams.provider import KEEP_STATE, StreamProvider, _camel, _has_unknown, _kept, _number_or
 
 
 class _BucketProvider(StreamProvider):
@@ -32,7 +40,7 @@ class _BucketProvider(StreamProvider):
 
     def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
         return bucket_wire_config(self.KIND, props["name"], self._declared(props),
-                                  max_replicas=_int(props.get("jetstreamServers"), 1), creating=creating)
+                                  max_replicas=_number_or(props.get("jetstreamServers"), 1), creating=creating)
 
     def _check_known(self, props: dict, unknown: set[str]) -> None:
         known = {k: v for k, v in self._declared(props).items() if k not in unknown}
@@ -40,7 +48,7 @@ class _BucketProvider(StreamProvider):
         if _has_unknown(name):
             return
         try:
-            bucket_wire_config(self.KIND, name, known)
+            bucket_wire_config(self.KIND, str(name), known)
         except CatalogError as exc:
             if exc.key in unknown:
                 return
@@ -58,7 +66,7 @@ class _BucketProvider(StreamProvider):
         new = keep_from(self._wire(news), old, self._keep(news))
         plan = plan_stream_change(old, new)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
-        replaces = [bucket_option(self.KIND, _camel(STREAM_FIELDS, k)) for k in plan.replace_keys]
+        replaces = [str(bucket_option(self.KIND, _camel(STREAM_FIELDS, k))) for k in plan.replace_keys]
         return DiffResult(changes=plan.changes or control_changed, replaces=replaces, delete_before_replace=False)
 
     def read(self, id_: str, props: dict) -> ReadResult:

@@ -10,13 +10,15 @@ import json
 import os
 import ssl
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from stack.errors import SettingsError, config_key
 from stack.settings import load_settings
-from stack.urls import nats_url_problem
 from stack.units import UnitError, parse_duration
+from stack.urls import nats_url_problem
+from stack.users import ADMIN
 
 DEFAULT_READY_TIMEOUT = 60.0
 # How nats-server words a refused login (server/client.go authViolation, and the expiry messages).
@@ -56,7 +58,7 @@ def login_from_environment(environ: dict | None = None) -> dict:
 
 # Permission refusals the server sent each command-line connection. A refused publish is never answered, so the
 # request only times out; these say why.
-_REFUSALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_REFUSALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def refusals(nc) -> list[str]:
@@ -86,7 +88,7 @@ async def connect_once(server: str, timeout: float = 15.0):
 
     from stack.urls import redact_url
     refused: list[str] = []
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
@@ -206,7 +208,7 @@ def connection_from_config(get: Callable[[str], Any], environ: dict | None = Non
     user = value("natsUser")
     auth = value("auth")
     if user is None and isinstance(auth, dict) and auth.get("enabled") is True:
-        user = "admin"  # the admin user stack/users.py makes, with natsPassword
+        user = ADMIN  # the admin user stack/users.py makes, with natsPassword
     if user and token:
         raise SettingsError(f"{config_key('natsToken')}: give a user and password or a token, not both")
     return ConnectionSettings(

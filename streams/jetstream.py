@@ -16,11 +16,13 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from stack.urls import redact_url
 from streams.connection import ConnectionSettings, is_auth_error
@@ -60,11 +62,11 @@ class JetStreamClient:
     def __init__(self, settings: ConnectionSettings):
         self.settings = settings
         self._loop = asyncio.new_event_loop()
-        self._nc = None
+        self._nc: Any = None   # a nats-py Client once connected
         self._connect_lock: asyncio.Lock | None = None
 
     # -- running coroutines, in the thread this client belongs to
-    def run(self, fn: Callable[["JetStreamClient"], Awaitable[T]]) -> T:
+    def run(self, fn: Callable[[JetStreamClient], Awaitable[T]]) -> T:
         return self._loop.run_until_complete(fn(self))
 
     def close(self) -> None:
@@ -145,7 +147,7 @@ class JetStreamClient:
                 if "error" in data:
                     raise JetStreamApiError(subject, data["error"])
                 return data
-            except (NoRespondersError, NatsTimeoutError, NatsError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, NoRespondersError, NatsTimeoutError, NatsError) as exc:
                 if isinstance(exc, JetStreamApiError):
                     raise
                 last = exc

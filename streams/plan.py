@@ -6,14 +6,20 @@ changes. The rules follow nats-server 2.15 (checked field by field in tests/test
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stack.catalog import MANAGED_BY_KEY, canonical_time
+from stack.rules import (
+    DEFAULT_ACK_WAIT,
+    DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_MAX_ACK_PENDING,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_PINNED_TTL,
+)
 
-SECOND = 10**9
-_EMPTY = (None, "", [], {}, False)
+_EMPTY: tuple[Any, ...] = (None, "", [], {}, False)
 
 STREAM_DEFAULTS = {
     "retention": "limits", "max_consumers": -1, "max_msgs": -1, "max_bytes": -1, "max_age": 0,
@@ -54,7 +60,8 @@ def normalize_stream(config: Mapping[str, Any]) -> dict:
     if "subjects" not in out and "mirror" not in out and "sources" not in out:
         out["subjects"] = [out["name"]]
     if "duplicate_window" not in out and "mirror" not in out and "sources" not in out:
-        out["duplicate_window"] = min(120 * SECOND, out["max_age"]) if out["max_age"] else 120 * SECOND
+        out["duplicate_window"] = (min(DEFAULT_DUPLICATE_WINDOW, out["max_age"]) if out["max_age"]
+                                   else DEFAULT_DUPLICATE_WINDOW)
     if out.get("persist_mode") == "default":
         del out["persist_mode"]  # the server omits the default
     if out.get("republish") and "src" not in out["republish"]:
@@ -73,12 +80,12 @@ def normalize_consumer(config: Mapping[str, Any], *, stream_max_ack_pending: int
         out["name"] = out["durable_name"]
     pull = not out.get("deliver_subject")
     if out["ack_policy"] != "none":
-        out.setdefault("ack_wait", out["backoff"][0] if out.get("backoff") else 30 * SECOND)
-        out.setdefault("max_ack_pending", stream_max_ack_pending or 1000)
+        out.setdefault("ack_wait", out["backoff"][0] if out.get("backoff") else DEFAULT_ACK_WAIT)
+        out.setdefault("max_ack_pending", stream_max_ack_pending or DEFAULT_MAX_ACK_PENDING)
     elif "ack_wait" not in out:
-        out["ack_wait"] = 30 * SECOND
+        out["ack_wait"] = DEFAULT_ACK_WAIT
     if pull:
-        out.setdefault("max_waiting", 512)
+        out.setdefault("max_waiting", DEFAULT_MAX_WAITING)
     if "sample_freq" in out:
         out["sample_freq"] = str(out["sample_freq"]).rstrip("%") + "%"
     if out.get("filter_subjects") and len(out["filter_subjects"]) == 1 and not out.get("filter_subject"):
@@ -86,7 +93,7 @@ def normalize_consumer(config: Mapping[str, Any], *, stream_max_ack_pending: int
     if out.get("priority_policy") == "none":
         del out["priority_policy"]  # the server omits the default
     if out.get("priority_policy") == "pinned_client":
-        out.setdefault("priority_timeout", 120 * SECOND)  # JsDefaultPinnedTTL
+        out.setdefault("priority_timeout", DEFAULT_PINNED_TTL)
     return out
 
 

@@ -25,27 +25,73 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
 from pulumi.output import Unknown
-from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateResult, DiffResult, ReadResult,
-                            ResourceProvider, UpdateResult)
 
-from stack.catalog import (CONSUMER_CONTROL_KEYS, CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE,
-                             STREAM_CONTROL_KEYS, STREAM_FIELDS, CatalogError, canonical_time, check_declared_values, mark_managed,
-                             consumer_declaration, consumer_where, consumer_wire_config, stream_declaration,
-                             stream_where, stream_wire_config)
-from streams.connection import ConnectionSettings, connection_from_config
-from streams.jetstream import (CONSUMER_EXISTS, CONSUMER_MISSING, INSUFFICIENT_STORAGE, NO_MESSAGE_FOUND, STREAM_NAME_IN_USE,
-                               STREAM_SUBJECT_OVERLAP, JetStreamApiError, JetStreamClient, NatsUnavailable,
-                               client_for)
-from streams.plan import (CONSUMER_IMMUTABLE, STREAM_REPLACE_KEYS, keep_from, normalize_consumer, normalize_stream,
-                          plan_consumer_change, plan_stream_change)
+from stack.catalog import (
+    CONSUMER_CONTROL_KEYS,
+    CONSUMER_FIELDS,
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    STREAM_CONTROL_KEYS,
+    STREAM_FIELDS,
+    CatalogError,
+    canonical_time,
+    check_declared_values,
+    consumer_declaration,
+    consumer_where,
+    consumer_wire_config,
+    mark_managed,
+    stream_declaration,
+    stream_where,
+    stream_wire_config,
+)
 from stack.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
-from streams.safety import (LIMIT_NAMES, consumer_held_messages, consumer_progress_loss, interest_conversion_loss,
-                            limit_losses, lowered_limits, stream_message_loss)
 from stack.subjects import subjects_overlap
+from stack.units import whole_number
+from streams.connection import ConnectionSettings, connection_from_config
+from streams.jetstream import (
+    CONSUMER_EXISTS,
+    CONSUMER_MISSING,
+    INSUFFICIENT_STORAGE,
+    NO_MESSAGE_FOUND,
+    STREAM_NAME_IN_USE,
+    STREAM_SUBJECT_OVERLAP,
+    JetStreamApiError,
+    JetStreamClient,
+    NatsUnavailable,
+    client_for,
+)
+from streams.plan import (
+    CONSUMER_IMMUTABLE,
+    STREAM_REPLACE_KEYS,
+    keep_from,
+    normalize_consumer,
+    normalize_stream,
+    plan_consumer_change,
+    plan_stream_change,
+)
+from streams.safety import (
+    LIMIT_NAMES,
+    consumer_held_messages,
+    consumer_progress_loss,
+    interest_conversion_loss,
+    limit_losses,
+    lowered_limits,
+    stream_message_loss,
+)
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 STREAM_KEYS = tuple(f.camel for f in STREAM_FIELDS)
@@ -104,8 +150,10 @@ def _declared(props: dict, keys: tuple[str, ...]) -> dict:
     return {k: props[k] for k in keys if props.get(k) is not None}
 
 
-def _int(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+def _number_or(value: Any, default: int) -> int:
+    """A context input as the engine hands it over (every number a double), or `default` while it is absent."""
+    number = whole_number(value)
+    return default if number is None else number
 
 
 _mark = mark_managed
@@ -131,6 +179,7 @@ def _say(message: str) -> None:
 
 
 def _camel(fields, wire_key: str) -> str:
+    """The declaration's name (camelCase) of a wire key."""
     return next((f.camel for f in fields if f.wire == wire_key), wire_key)
 
 
@@ -204,11 +253,11 @@ class StreamProvider(_JetStreamProvider):
     # ------------------------------------------------------------ offline
     def _wire(self, props: dict, *, creating: bool | None = None) -> dict:
         return stream_wire_config(props["name"], _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS),
-                                  max_replicas=_int(props.get("jetstreamServers"), 1), creating=creating)
+                                  max_replicas=_number_or(props.get("jetstreamServers"), 1), creating=creating)
 
     def _check_known(self, props: dict, unknown: set[str]) -> None:
         name = props.get("name")
-        where = stream_where("(unknown)" if _has_unknown(name) else name)
+        where = stream_where("(unknown)" if _has_unknown(name) else str(name))
         check_declared_values(where, {k: v for k, v in _declared(props, STREAM_KEYS + STREAM_CONTROL_KEYS).items()
                                       if k not in unknown}, kind="stream")
 
@@ -225,7 +274,7 @@ class StreamProvider(_JetStreamProvider):
         plan = plan_stream_change(old_wire, new_wire)
         control_changed = bool(olds.get("allowDataLoss")) != bool(news.get("allowDataLoss"))
         replaces = [_camel(STREAM_FIELDS, k) for k in plan.replace_keys]
-        note = lowered_limits_note(news.get("name"), old_wire, new_wire, bool(news.get("allowDataLoss")),
+        note = lowered_limits_note(str(news.get("name")), old_wire, new_wire, bool(news.get("allowDataLoss")),
                                    self.GUARD_LIMITS)
         if note and not replaces:
             _say(note)
@@ -335,7 +384,7 @@ async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow
     lowered = lowered_limits(cur_cfg, desired)
     losses = []
     if lowered and (current.get("state") or {}).get("messages"):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         facts = await _limit_facts(c, name, desired, lowered, now)
         losses = limit_losses(current, desired, now=now, **facts)
     if losses and not allow_loss:
@@ -548,9 +597,9 @@ def _stream_context(props: dict) -> StreamContext | None:
     if any(_has_unknown(props.get(k)) for k in keys):
         return None
     limits = props.get("streamConsumerLimits") or {}
-    return StreamContext(tuple(props.get("streamSubjects") or ()), _int(props.get("streamReplicas"), 1),
-                         props.get("streamRetention") or "limits", _int(limits.get("maxAckPending"), 0),
-                         _int(limits.get("inactiveThreshold"), 0))
+    return StreamContext(tuple(props.get("streamSubjects") or ()), _number_or(props.get("streamReplicas"), 1),
+                         props.get("streamRetention") or "limits", _number_or(limits.get("maxAckPending"), 0),
+                         _number_or(limits.get("inactiveThreshold"), 0))
 
 
 class ConsumerProvider(_JetStreamProvider):

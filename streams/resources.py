@@ -2,11 +2,12 @@
 `pulumi-python:dynamic/nats:Stream` and `.../nats:Consumer`), built from the validated catalog."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pulumi
 from pulumi.dynamic import Resource
 
+from stack.buckets import BucketSpec
 from stack.catalog import ConsumerSpec, StreamSpec
 from streams.provider import ConsumerProvider, StreamProvider
 
@@ -69,7 +70,7 @@ def declare_catalog(specs: Sequence[StreamSpec], *, jetstream_servers: int,
     return streams
 
 
-def bucket_props(spec: "BucketSpec", *, jetstream_servers: int) -> dict:
+def bucket_props(spec: BucketSpec, *, jetstream_servers: int) -> dict:
     """A bucket resource's inputs: its options as declared, plus the provider's context."""
     return {"name": spec.name, **{k: v for k, v in spec.declaration.items() if k != "protect"},
             "allowDataLoss": spec.allow_data_loss, "jetstreamServers": jetstream_servers}
@@ -80,7 +81,7 @@ class _Bucket(Resource):
     config: pulumi.Output[dict]
     messagesRemoved: pulumi.Output[int]
 
-    def __init__(self, provider, resource_name: str, spec: "BucketSpec", *, jetstream_servers: int,
+    def __init__(self, provider, resource_name: str, spec: BucketSpec, *, jetstream_servers: int,
                  opts: pulumi.ResourceOptions | None = None):
         props = {**bucket_props(spec, jetstream_servers=jetstream_servers), "created": None, "config": None,
                  "messagesRemoved": None}
@@ -91,7 +92,7 @@ class _Bucket(Resource):
 class KeyValue(_Bucket, module="nats", name="KeyValue"):
     """A JetStream key-value bucket (the stream KV_<name>). Outputs as for Stream."""
 
-    def __init__(self, resource_name: str, spec: "BucketSpec", **kwargs):
+    def __init__(self, resource_name: str, spec: BucketSpec, **kwargs):
         from streams.bucket_provider import KeyValueProvider
         super().__init__(KeyValueProvider(), resource_name, spec, **kwargs)
 
@@ -99,12 +100,12 @@ class KeyValue(_Bucket, module="nats", name="KeyValue"):
 class ObjectStore(_Bucket, module="nats", name="ObjectStore"):
     """A JetStream object store (the stream OBJ_<name>). Outputs as for Stream."""
 
-    def __init__(self, resource_name: str, spec: "BucketSpec", **kwargs):
+    def __init__(self, resource_name: str, spec: BucketSpec, **kwargs):
         from streams.bucket_provider import ObjectStoreProvider
         super().__init__(ObjectStoreProvider(), resource_name, spec, **kwargs)
 
 
-def declare_buckets(specs: Sequence["BucketSpec"], *, jetstream_servers: int,
+def declare_buckets(specs: Sequence[BucketSpec], *, jetstream_servers: int,
                     depends_on: Sequence[pulumi.Resource] = ()) -> list:
     """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready."""
     from stack.buckets import KEY_VALUE

@@ -15,7 +15,7 @@ How the server loses data, read in nats-server `server/stream.go` and `server/co
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +55,7 @@ def consumer_held_messages(info: Mapping[str, Any], retention: str) -> str | Non
             "acknowledged): on this interest stream they are deleted unless another consumer still holds them")
 
 
-def interest_conversion_loss(info: Mapping[str, Any], consumers: list[Mapping[str, Any]]) -> str | None:
+def interest_conversion_loss(info: Mapping[str, Any], consumers: Sequence[Mapping[str, Any]]) -> str | None:
     """What turning a limits stream into an interest stream drops: every message no consumer still holds.
     None when nothing can drop: the stream is empty, or a consumer without a filter has acknowledged
     nothing that is still in the stream (it holds every message)."""

@@ -1,10 +1,30 @@
-"""Shared fixtures: real nats-servers on free loopback ports, stopped by the tests."""
+"""Shared fixtures: real nats-servers on free loopback ports, stopped by the tests. Tests that start processes (through
+these fixtures, or by themselves: SERVER_MODULES) carry the `server` mark; `make test-fast` runs the rest."""
 from __future__ import annotations
 
 import pytest
 
-from streams.local.server import LocalServer, local_layout, start_server
+# Fixtures that start a process (directly or through another fixture).
+SERVER_FIXTURES = {"nats_server", "server", "moto_endpoint", "engine", "tls_server", "auth_server", "open_server",
+                   "moto_over_https"}
+# Modules whose tests start processes without those fixtures (subprocesses, the Pulumi program under the mocks).
+SERVER_MODULES = {"test_check_and_local", "test_takeover", "test_target", "test_memory_streams", "test_program",
+                  "test_kubernetes_schema", "test_homelab_git", "test_tls", "test_auth", "test_monitoring",
+                  "test_backup_job", "test_backup_signals", "test_buckets", "test_ci_workflow", "test_report"}
+
+# Single tests that start processes, or wait on a network timeout, by themselves.
+SERVER_TESTS = {"test_server_restarted_between_operations", "test_unreachable_server_fails_clearly_within_the_bound",
+                "test_with_nats_down_a_backup_fails_at_once_with_the_reason"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if SERVER_FIXTURES & set(item.fixturenames) or module in SERVER_MODULES or item.originalname in SERVER_TESTS:
+            item.add_marker(pytest.mark.server)
+
 from stack.settings import load_settings
+from streams.local.server import LocalServer, local_layout, start_server
 from tests.test_settings import homelab_raw
 
 

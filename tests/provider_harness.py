@@ -44,7 +44,7 @@ class Managed:
     def check(self, news: dict):
         return self.provider.check(self.inputs, news)
 
-    def create(self, news: dict) -> "Managed":
+    def create(self, news: dict) -> Managed:
         assert not self.check(news).failures, self.check(news).failures
         result = self.provider.create(news)
         self.id, self.inputs, self.outputs = result.id, news, result.outs

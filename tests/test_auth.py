@@ -15,13 +15,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from stack.users import plan_users
+from stack.buckets import load_all_buckets
+from stack.catalog import load_catalog
 from stack.loader import backup_streams
 from stack.settings import load_settings
-from stack.catalog import load_catalog
+from stack.users import plan_users
 from streams.connection import quiet_error_cb
 from streams.jetstream import close_all_clients
-from stack.buckets import load_all_buckets
 from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
 from streams.local.users import write_local_auth
@@ -322,8 +322,15 @@ import json  # noqa: E402
 
 import pulumi  # noqa: E402
 
-from tests.pulumi_harness import (TEST_SECRETS, as_manifest, encode_config, generated_password,  # noqa: E402
-                                  is_secret, run_program, stack_config)
+from tests.pulumi_harness import (  # noqa: E402
+    TEST_SECRETS,
+    as_manifest,
+    encode_config,
+    generated_password,
+    is_secret,
+    run_program,
+    stack_config,
+)
 
 ADMIN_PASSWORD = 'adm"in\\pass$word-never-in-plaintext'
 SECRET = "kubernetes:core/v1:Secret"
@@ -476,8 +483,7 @@ def test_the_guide_stack_warns_that_the_load_balancer_is_open():
 # ---------------------------------------------------------------- the permissions, as tables
 
 from render.auth_conf import render_auth_conf  # noqa: E402
-from stack.users import (AppUser, Auth, ServerUser, app_user_permissions, backup_permissions,  # noqa: E402
-                         monitor_permissions)
+from stack.users import AppUser, Auth, ServerUser, app_user_permissions, backup_permissions, monitor_permissions  # noqa: E402
 
 
 def test_pull_consumer_permissions_equal_the_documented_set():

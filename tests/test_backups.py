@@ -4,14 +4,14 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
 
 from streams.backup import snapshot as snapshot_module
 from streams.backup.s3 import BackupRef, BackupStore, s3_client
-from streams.backup.service import BackupError, close_quietly, backup_stream, plan_prune, restore_backup
+from streams.backup.service import BackupError, backup_stream, close_quietly, plan_prune, restore_backup
 from streams.cli import main
 from tests.conftest import S3_SECRET_KEY
 from tests.provider_harness import RawJetStream
@@ -106,7 +106,7 @@ def test_several_backups_list_prune_and_restore_a_chosen_one(nats_server, s3_env
     fill_stream(raw, n=3)
     store = BackupStore(s3_client(), s3_env, "nats")
     stamps = ["20260101T000000Z-aaaaaa", "20260201T000000Z-bbbbbb", "20260301T000000Z-cccccc"]
-    for i, ts in enumerate(stamps):
+    for ts in stamps:
         run(lambda nc, ts=ts: backup_stream(nc, store, "iot-sensors", backup_id=ts), server.client_url)
         raw.publish("sensors.more", [b"x"] * 10)
     assert [r.id for r in store.list("iot-sensors")] == stamps
@@ -115,7 +115,7 @@ def test_several_backups_list_prune_and_restore_a_chosen_one(nats_server, s3_env
     run(lambda nc: restore_backup(nc, store, ref), target.client_url)
     assert RawJetStream(target.client_url).stream("iot-sensors")["state"]["messages"] == 13
     # prune by age: nothing is older than 400 days, so nothing goes
-    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 2, tzinfo=UTC)
     assert plan_prune(store.list(), keep=1, max_age=timedelta(days=400), now=now).delete == ()
     # prune by age: older than 45 days, keeping at least one
     plan = plan_prune(store.list(), keep=1, max_age=timedelta(days=45), now=now)
@@ -269,7 +269,7 @@ def test_backups_in_the_same_second_are_both_kept_and_the_newest_is_by_the_strea
     by an empty one and both reported success."""
     from streams.backup import service as backups
     from streams.backup.s3 import new_backup_id
-    second = datetime(2026, 11, 26, 3, 0, 0, tzinfo=timezone.utc)
+    second = datetime(2026, 11, 26, 3, 0, 0, tzinfo=UTC)
     monkeypatch.setattr(backups, "new_backup_id", lambda: new_backup_id(second))  # the same second, twice
     server, target = nats_server(), nats_server()
     raw = RawJetStream(server.client_url)

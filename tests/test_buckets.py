@@ -10,10 +10,16 @@ import nats
 import nats.js.api
 import pytest
 
-from streams.bucket_provider import ObjectStoreProvider
-from stack.buckets import (KEY_VALUE, OBJECT_STORE, bucket_wire_config, load_all_buckets, load_buckets,
-                             stream_declaration_for)
+from stack.buckets import (
+    KEY_VALUE,
+    OBJECT_STORE,
+    bucket_wire_config,
+    load_all_buckets,
+    load_buckets,
+    stream_declaration_for,
+)
 from stack.catalog import CatalogError, load_catalog
+from streams.bucket_provider import ObjectStoreProvider
 from streams.jetstream import close_all_clients
 from streams.plan import plan_stream_change
 from streams.provider import DataLossRefused

@@ -1,20 +1,20 @@
 """`python -m streams check` against the local mode and against broken setups; the local mode itself."""
 import contextlib
 import json
-import socket
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from streams.local.server import free_port, local_layout, start_server
 from render.nats_conf import render_nats_conf
 from stack.buckets import load_all_buckets
-from streams.local.apply import apply_catalog
 from stack.catalog import load_catalog
 from streams.cli import main
 from streams.jetstream import close_all_clients
+from streams.local.apply import apply_catalog
+from streams.local.server import free_port, local_layout, start_server
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
 from tests.test_settings import homelab_raw
@@ -58,9 +58,9 @@ def test_healthy_local_homelab(homelab, capsys):
 
 
 def test_missing_backup_keys_are_a_finding_against_the_cluster_only():
+    from stack.settings import load_settings
     from streams.cli.check import cluster_only_findings
     from streams.cli.target import Target
-    from stack.settings import load_settings
     settings = load_settings(homelab_raw())
     for url, expected in (("nats://127.0.0.1:4333", 0), ("nats://localhost:4333,nats://[::1]:4334", 0),
                           ("nats://10.0.0.248:4222", 1), ("tls://nats.home.lan:4222", 1)):

@@ -17,9 +17,9 @@ import pulumi
 import pytest
 import yaml
 
-from stack import homelab_git
-from render import manifests
 from components.deployment import no_address_hook
+from render import manifests
+from stack import homelab_git
 from stack.homelab_git import AddressClaim, address_claim, sharing_problem, with_sharing_key
 from stack.settings import BUNDLED_SERVER_VERSION, load_settings
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config

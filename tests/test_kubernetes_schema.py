@@ -7,9 +7,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
 from tests.test_monitoring import POD_MONITOR_SCHEMA
 from tests.test_tls import CERTIFICATE_SCHEMA
-from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
 
 KUBERNETES_RELEASES = ["1.30.0", kubernetes_validate.latest_version()]
 

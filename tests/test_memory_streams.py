@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from render import memory_streams
-from stack.settings import load_settings
 from stack.catalog import load_catalog
+from stack.settings import load_settings
 from streams.local.apply import apply_catalog
 from streams.local.server import free_port, local_layout, start_server
 from tests.provider_harness import RawJetStream
@@ -141,8 +141,8 @@ def test_no_memory_stream_no_container():
 
 
 def test_check_says_a_memory_stream_was_made_again_and_what_was_lost(tmp_path, homelab_settings, lab, capsys):
-    from streams.cli import main
     from stack.units import parse_server_time
+    from streams.cli import main
     catalog, folder, layout = lab
     workdir = tmp_path / "server"
     stack = tmp_path / "Pulumi.mem.yaml"

@@ -1,5 +1,5 @@
 """The pure plan: (current, desired) -> none / update / replace, as tables. No server."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -96,7 +96,7 @@ def test_opt_start_time_compares_as_a_time():
 
 # ---------------------------------------------------------------- what a tightened limit deletes (streams/safety.py)
 
-NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 HELD = {"config": {"name": "s", "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1},
         "state": {"messages": 20, "bytes": 2000, "first_seq": 11, "first_ts": "2026-12-04T10:00:00.123456789Z"}}
 

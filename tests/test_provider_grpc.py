@@ -160,8 +160,8 @@ def test_preview_needs_no_server(engine):
 
 def test_credentials_reach_the_provider_only_through_configure(engine, tmp_path, homelab_settings):
     """A password-protected server: the password is stack config, never an input, output or log line."""
-    from streams.local.server import local_layout, start_server
     from render.nats_conf import render_nats_conf
+    from streams.local.server import local_layout, start_server
 
     layout = local_layout(tmp_path)
     secret = "s3cr3t-pa55word"

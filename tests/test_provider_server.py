@@ -1,9 +1,9 @@
 """The stream and consumer providers against a real nats-server running the homelab's config."""
 import pytest
 
-from streams.local.server import free_port, local_layout, start_server
 from stack.catalog import MANAGED_BY_KEY, load_catalog
-from streams.jetstream import NatsUnavailable, close_all_clients
+from streams.jetstream import JetStreamApiError, NatsUnavailable, close_all_clients
+from streams.local.server import free_port, local_layout, start_server
 from streams.provider import AdoptionRefused, DataLossRefused, StreamProvider
 from streams.resources import consumer_props, stream_props
 from tests.provider_harness import Managed, RawJetStream, configured, consumer_inputs, stream_inputs
@@ -125,7 +125,7 @@ def test_stream_immutable_fields_plan_a_replacement(streams, raw, what, before, 
     d = s.diff(news)
     assert d.changes and d.replaces and d.delete_before_replace is False
     # The server really refuses this as an update:
-    with pytest.raises(Exception):
+    with pytest.raises(JetStreamApiError):
         streams.update(s.id, s.outputs, news)
     # Empty stream: replaced.
     assert s.apply(news) == "replace"
@@ -251,7 +251,7 @@ def test_consumer_immutable_fields_plan_a_replacement(streams, consumers, raw, w
     news = consumer_inputs("cr", BASE, "c", after)
     d = c.diff(news)
     assert d.changes and d.replaces and d.delete_before_replace is False  # create swaps it, under the loss rules
-    with pytest.raises(Exception):  # the server really refuses it in place
+    with pytest.raises(JetStreamApiError):  # the server really refuses it in place
         consumers.update(c.id, c.outputs, news)
     assert c.apply(news) == "replace"
     assert raw.consumer("cr", "c")["config"].get(wire) == value

@@ -3,8 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from stack.quantities import (QuantityError, format_go_memlimit, parse_go_memlimit, parse_positive_bytes,
-                                   parse_quantity)
+from stack.quantities import QuantityError, format_go_memlimit, parse_go_memlimit, parse_positive_bytes, parse_quantity
 
 
 @pytest.mark.parametrize("text, value", [

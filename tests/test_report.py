@@ -1,6 +1,6 @@
 """`python -m streams report`: the pure rows as tables, and the command against a real server."""
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ from tests.provider_harness import RawJetStream
 from tests.test_data_loss import fetch_and_ack
 from tests.test_settings import homelab_raw
 
-NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 
 
 def stream(name, **state):

@@ -10,8 +10,8 @@ import re
 import pytest
 
 import stack.catalog as catalog
-from streams.local.server import nats_server_binary
 from stack.catalog import CatalogError, load_catalog
+from streams.local.server import nats_server_binary
 from tests.provider_harness import RawJetStream
 
 BASE = {"subjects": ["r.>"]}

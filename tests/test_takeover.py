@@ -21,13 +21,13 @@ from pathlib import Path
 import nats
 
 from render import manifests
-from streams.local.server import free_port, start_server
 from render.nats_conf import ConfLayout
-from stack.settings import load_settings
-from streams.local.apply import apply_catalog
 from stack.catalog import load_catalog
+from stack.settings import load_settings
 from streams.cli import main
 from streams.jetstream import close_all_clients
+from streams.local.apply import apply_catalog
+from streams.local.server import free_port, start_server
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
 from tests.test_settings import homelab_raw

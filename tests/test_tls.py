@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from stack.settings import load_settings
 from stack.catalog import load_catalog
+from stack.settings import load_settings
 from streams.jetstream import close_all_clients
 from streams.local.server import local_layout, start_server
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
@@ -37,7 +37,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_ca(folder: Path):
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name("homelab test CA")).issuer_name(_name("homelab test CA"))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -52,7 +52,7 @@ def issue(folder: Path, ca_key, ca_cert) -> int:
     them; returns its serial number."""
     import ipaddress
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name("nats")).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))

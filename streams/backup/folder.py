@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from streams.backup.s3 import DATA_NAME, META_NAME, READ_SIZE, BackupRef, StoreError, order_key_from_meta
 from streams.backup.snapshot import SnapshotError, SnapshotMeta
@@ -35,7 +35,7 @@ class FolderStore:
         return str(Path(ref.id)) + "/"
 
     # ------------------------------------------------------------ writing
-    def writer(self, stream: str, backup_id: str) -> "FolderWriter":
+    def writer(self, stream: str, backup_id: str) -> FolderWriter:
         return FolderWriter(self.folder(stream), stream)
 
     def delete(self, ref: BackupRef) -> None:

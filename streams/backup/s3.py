@@ -16,14 +16,15 @@ Bytes are streamed: a backup is never held whole in memory.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -121,7 +122,7 @@ class BackupRef:
     @property
     def taken_at(self) -> datetime:
         """When the backup began, by the clock of the machine that took it (for --max-age only)."""
-        return datetime.strptime(self.id[:16], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(self.id[:16], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
     @property
     def order(self) -> tuple:
@@ -138,10 +139,10 @@ def _utc_text(ts: str) -> str:
 
 
 def new_backup_id(now: datetime | None = None) -> str:
-    return f"{(now or datetime.now(timezone.utc)).strftime(TIMESTAMP_FORMAT)}-{secrets.token_hex(4)}"
+    return f"{(now or datetime.now(UTC)).strftime(TIMESTAMP_FORMAT)}-{secrets.token_hex(4)}"
 
 
-def order_key_from_meta(meta: "SnapshotMeta") -> dict:
+def order_key_from_meta(meta: SnapshotMeta) -> dict:
     """The BackupRef fields that order backups, from what the server reported in backup.json."""
     state = meta.state if isinstance(meta.state, dict) else {}
     return {"last_ts": str(state.get("last_ts") or ""), "last_seq": int(state.get("last_seq") or 0),
@@ -168,7 +169,7 @@ class BackupStore:
             raise _explain(exc, self.bucket) from None
 
     # ------------------------------------------------------------ writing
-    def writer(self, stream: str, backup_id: str) -> "BackupWriter":
+    def writer(self, stream: str, backup_id: str) -> BackupWriter:
         return BackupWriter(self, stream, backup_id)
 
     # ------------------------------------------------------------ reading
@@ -252,11 +253,11 @@ class BackupStore:
                 pending.append(loop.run_in_executor(pool, body.read, READ_SIZE))
                 yield data
 
-    def stale_uploads(self, older_than: timedelta, now: datetime | None = None) -> list[dict]:
+    def stale_uploads(self, older_than: timedelta, now: datetime | None = None) -> builtins.list[dict]:
         """Multipart uploads under the prefix begun more than `older_than` ago and never completed or aborted:
         what a backup leaves behind when S3 went away mid-upload and the abort could not reach it either.
         Younger ones may be a backup still running."""
-        cutoff = (now or datetime.now(timezone.utc)) - older_than
+        cutoff = (now or datetime.now(UTC)) - older_than
         base = f"{self.prefix}/" if self.prefix else ""
         stale = []
         try:

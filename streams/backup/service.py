@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import nats
 import nats.errors
@@ -120,8 +120,9 @@ def plan_prune(backups: list[BackupRef], *, keep: int, max_age: timedelta | None
                now: datetime | None = None) -> PrunePlan:
     """Per stream: the newest `keep` backups (by the server's account of the stream, `BackupRef.order`)
     always stay; older ones go when older than `max_age` (or, without --max-age, go anyway)."""
-    now = now or datetime.now(timezone.utc)
-    delete, kept = [], []
+    now = now or datetime.now(UTC)
+    delete: list[BackupRef] = []
+    kept: list[BackupRef] = []
     for stream in sorted({b.stream for b in backups}):
         mine = sorted((b for b in backups if b.stream == stream), key=lambda b: b.order, reverse=True)
         for i, b in enumerate(mine):
@@ -144,8 +145,8 @@ class VerifyReport:
 async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progress | None = None) -> VerifyReport:
     """Restore the backup into a scratch local nats-server (never the live one) and compare what the
     server rebuilt with backup.json's state."""
-    from streams.local.server import local_layout, start_server
     from stack.settings import load_settings
+    from streams.local.server import local_layout, start_server
 
     meta = store.read_meta(ref)
     report = VerifyReport(ref.stream, ref.id)
@@ -159,6 +160,8 @@ async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progres
                 consumers = await _consumer_states(nc, meta.config["name"])
             finally:
                 await close_quietly(nc)
+    if info is None:
+        raise BackupError(f"verify of {ref.stream!r}: the scratch server has no stream after the restore")
     expected, found = meta.state, info["state"]
     for key in ("messages", "bytes", "first_seq", "last_seq", "consumer_count"):
         report.checks.append((key, expected.get(key, 0), found.get(key, 0)))

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
 
 import nats.aio.client
 import nats.errors
@@ -35,7 +35,7 @@ class SnapshotMeta:
         return json.dumps({"config": self.config, "state": self.state}, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "SnapshotMeta":
+    def from_json(cls, text: str | bytes) -> SnapshotMeta:
         try:
             doc = json.loads(text)
         except ValueError:

@@ -19,13 +19,22 @@ from pathlib import Path
 import nats.errors
 from tqdm import tqdm
 
+from stack.units import UnitError, parse_duration
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import BackupStore, StoreError, s3_client
+from streams.backup.service import (
+    BackupError,
+    Interrupted,
+    MemoryStreamSkipped,
+    backup_stream,
+    plan_prune,
+    restore_backup,
+    stream_info,
+    stream_names,
+    verify_backup,
+)
 from streams.cli.target import NoTarget, s3_endpoint, target_from_args
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
-from streams.backup.service import (BackupError, Interrupted, MemoryStreamSkipped, backup_stream, plan_prune,
-                             restore_backup, stream_info, stream_names, verify_backup)
-from stack.units import UnitError, parse_duration
 
 OK, FAILED, USAGE = 0, 1, 2
 

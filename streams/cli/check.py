@@ -19,15 +19,14 @@ from urllib.parse import urlparse
 
 import nats.errors
 
-from stack.settings import Settings, backup_credentials_warning
-from stack.urls import redact_url
 from stack.catalog import StreamSpec
-from streams.connection import (POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure,
-                                refusals)
-from streams.cli.target import announce_with_stack
 from stack.loader import read_stack_file
-from streams.plan import keep_from, plan_consumer_change, plan_stream_change
+from stack.settings import Settings, backup_credentials_warning
 from stack.units import parse_server_time
+from stack.urls import redact_url
+from streams.cli.target import announce_with_stack
+from streams.connection import POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure, refusals
+from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT = {OK: 0, WARN: 1, FAIL: 2}

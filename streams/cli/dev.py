@@ -55,9 +55,9 @@ def run(args) -> int:
 def _serve(args, stack, layout, workdir: Path) -> int:
     from dataclasses import replace
 
-    from streams.local.apply import apply_catalog, undeclared   # the providers (and Pulumi's SDK) only for `dev`
-    from streams.local.users import AUTH_FOLDER, write_local_auth
     from streams.jetstream import close_all_clients
+    from streams.local.apply import apply_catalog, undeclared  # the providers (and Pulumi's SDK) only for `dev`
+    from streams.local.users import AUTH_FOLDER, write_local_auth
 
     settings = stack.settings
     if settings.tls.enabled:

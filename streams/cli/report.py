@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import nats.errors
 
@@ -72,7 +72,7 @@ def build_report(streams: list[dict], consumers: dict[str, list[dict]], *, decla
     return {"streams": stream_rows, "consumers": consumer_rows}
 
 
-def _human_bytes(n: int) -> str:
+def _human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -91,7 +91,7 @@ def _human_age(seconds: float | None) -> str:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def format_report(report: dict) -> str:
@@ -173,6 +173,6 @@ def cmd_report(args) -> int:
     report = build_report(
         streams, consumers, declared_streams={s.name for s in catalog},
         declared_consumers={(s.name, c.name) for s in catalog for c in s.consumers},
-        buckets={b.stream_name: f"{b.kind.label} {b.name}" for b in buckets}, now=datetime.now(timezone.utc))
+        buckets={b.stream_name: f"{b.kind.label} {b.name}" for b in buckets}, now=datetime.now(UTC))
     print(json.dumps(report, indent=2) if args.json else format_report(report), end="" if not args.json else "\n")
     return 0

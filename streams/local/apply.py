@@ -4,15 +4,23 @@ changes nothing and keeps every message."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 from pulumi.dynamic import Config, ConfigureRequest
 
-from stack.errors import PROJECT
 from stack.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
+from stack.errors import PROJECT
 from streams.jetstream import JetStreamApiError
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
-from streams.provider import (AdoptionRefused, ConsumerProvider, DataLossRefused, ReplacementFailed,
-                              ReplacementRefused, StreamProvider, SubjectsTaken)
+from streams.provider import (
+    AdoptionRefused,
+    ConsumerProvider,
+    DataLossRefused,
+    ReplacementFailed,
+    ReplacementRefused,
+    StreamProvider,
+    SubjectsTaken,
+)
 from streams.resources import consumer_props, stream_props
 
 
@@ -117,8 +125,8 @@ def _apply_consumer(provider, client, spec) -> Applied:
 
 
 def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_servers: int, client) -> list[Applied]:
-    from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
     from stack.buckets import KEY_VALUE, OBJECT_STORE
+    from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
     from streams.resources import bucket_props
 
     kinds = {KEY_VALUE.kind: KeyValueProvider, OBJECT_STORE.kind: ObjectStoreProvider}
@@ -131,6 +139,10 @@ def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_s
         applied.append(_apply_stream(providers[spec.kind.kind], client, spec.kind.label, spec.name, props,
                                      stream=spec.stream_name))
     return applied
+
+
+async def _consumer_infos(c, *, name: str) -> list[dict]:
+    return await c.consumer_infos(name)
 
 
 def undeclared(specs: tuple[StreamSpec, ...], url: str, login: tuple[str, str] | None = None,
@@ -160,7 +172,7 @@ def undeclared(specs: tuple[StreamSpec, ...], url: str, login: tuple[str, str] |
                     "allowDataLoss: true" if loss else " (it is empty)"))
             continue
         wanted = {c.name for c in declared[name].consumers}
-        for ci in client.run(lambda c: c.consumer_infos(name)):
+        for ci in client.run(partial(_consumer_infos, name=name)):
             cname = ci["config"].get("durable_name") or ci["name"]
             if cname not in wanted and managed(ci["config"]):
                 loss = consumer_progress_loss(ci)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from render.nats_conf import ConfLayout, render_nats_conf
 from stack.settings import Settings
@@ -138,7 +139,7 @@ class LocalServer:
             self.process.wait()
         self._remove_pid_file()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -178,9 +179,9 @@ class WorkdirLock:
     def __init__(self, workdir: Path, holder: str):
         self.path = workdir / "dev.lock"
         self.holder = holder
-        self._file = None
+        self._file: TextIO | None = None
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)

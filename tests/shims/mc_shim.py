@@ -7,7 +7,7 @@ prints: "[<time>]<size, 7 wide> <name>"; `cat` writes an object to stdout. Every
 import os
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 from botocore.config import Config
@@ -78,13 +78,13 @@ def main(argv: list[str]) -> int:
         entries = [(p["Prefix"][len(prefix):], 0, None) for p in r.get("CommonPrefixes", [])]
         entries += [(o["Key"][len(prefix):], o["Size"], o["LastModified"]) for o in r.get("Contents", [])]
         for name, size, when in sorted(entries):
-            t = (when or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            t = (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             print(f"[{t}]{_ibytes(size):>7} {'STANDARD ' if when else ''}{name}")
         return 0
     if args[0] == "rm":
         s3, bucket, key = _target(args[1])
         if "--incomplete" in flags:  # unfinished multipart uploads only
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []):
                 if older_than is None or now - u["Initiated"] > older_than:
                     s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
