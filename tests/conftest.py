@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from stack.settings import load_settings
+from streams.local.server import LocalServer, local_layout, start_server
+from tests.test_settings import homelab_raw
+
 # Fixtures that start a process (directly or through another fixture).
 SERVER_FIXTURES = {"nats_server", "server", "moto_endpoint", "engine", "tls_server", "auth_server", "open_server",
                    "moto_over_https"}
@@ -22,10 +26,6 @@ def pytest_collection_modifyitems(items):
         module = item.module.__name__.rsplit(".", 1)[-1]
         if SERVER_FIXTURES & set(item.fixturenames) or module in SERVER_MODULES or item.originalname in SERVER_TESTS:
             item.add_marker(pytest.mark.server)
-
-from stack.settings import load_settings
-from streams.local.server import LocalServer, local_layout, start_server
-from tests.test_settings import homelab_raw
 
 
 @pytest.fixture
