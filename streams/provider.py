@@ -44,7 +44,6 @@ from stack.catalog import (
     CONSUMER_CONTROL_KEYS,
     CONSUMER_FIELDS,
     MANAGED_BY_KEY,
-    MANAGED_BY_VALUE,
     STREAM_CONTROL_KEYS,
     STREAM_FIELDS,
     CatalogError,
@@ -61,6 +60,7 @@ from stack.catalog import (
 from stack.rules import RuleBroken, StreamContext, check_consumer_rules, check_workqueue_partition
 from stack.subjects import subjects_overlap
 from stack.units import whole_number
+from streams import decisions
 from streams.connection import ConnectionSettings, connection_from_config
 from streams.jetstream import (
     CONSUMER_EXISTS,
@@ -85,8 +85,6 @@ from streams.plan import (
 )
 from streams.safety import (
     LIMIT_NAMES,
-    consumer_held_messages,
-    consumer_progress_loss,
     interest_conversion_loss,
     limit_losses,
     lowered_limits,
@@ -159,8 +157,7 @@ def _number_or(value: Any, default: int) -> int:
 _mark = mark_managed
 
 
-def _is_managed(config: dict) -> bool:
-    return (config.get("metadata") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
+_is_managed = decisions.is_managed
 
 
 def _strip_server_metadata(config: dict, *, keep_mark: bool = False) -> dict:
@@ -184,8 +181,15 @@ def _camel(fields, wire_key: str) -> str:
 
 
 def _refuse_loss(what: str, losses: list[str], action: str, remedy: str) -> DataLossRefused:
-    return DataLossRefused(f"{what}: refusing to {action}: it would delete {'; and '.join(losses)}. Nothing was "
-                           f"changed. {remedy}")
+    return DataLossRefused(decisions.refusal(what, losses, action, remedy))
+
+
+def _carry_out_refusal(decision: decisions.Decision) -> None:
+    """Raise what a refusing decision says; any other decision goes on."""
+    if decision.action == decisions.REFUSE_ADOPTION:
+        raise AdoptionRefused(decision.reason)
+    if decision.action == decisions.REFUSE_LOSS:
+        raise DataLossRefused(decision.reason)
 
 
 class _JetStreamProvider(ResourceProvider):
@@ -322,20 +326,13 @@ class StreamProvider(_JetStreamProvider):
         created = props.get("created")
 
         async def remove(c: JetStreamClient):
-            info = await c.stream_info(id_)
-            if info is None:
+            decision = decisions.stream_delete(await c.stream_info(id_), created, allow_loss)
+            if decision.action == decisions.LEAVE:
                 return
-            if created and info.get("created") != created:
-                return  # a newer stream of this name replaced the one this resource made: keep it
-            loss = stream_message_loss(info)
-            if loss and not allow_loss:
-                raise _refuse_loss(
-                    stream_where(id_), [loss], "delete it",
-                    f"Back it up (python -m streams backup {id_} --bucket …), then set allowDataLoss: true on the "
-                    "stream and run `pulumi up` before removing it")
+            _carry_out_refusal(decision)
             await c.delete_stream(id_)
-            if loss:
-                _say(f"stream {id_!r}: deleted with {loss} (allowDataLoss)")
+            if decision.losses:
+                _say(f"stream {id_!r}: deleted with {decision.losses[0]} (allowDataLoss)")
         self._client().run(remove)
 
     @staticmethod
@@ -387,18 +384,10 @@ async def _update_stream(c: JetStreamClient, current: dict, desired: dict, allow
         now = datetime.now(UTC)
         facts = await _limit_facts(c, name, desired, lowered, now)
         losses = limit_losses(current, desired, now=now, **facts)
-    if losses and not allow_loss:
-        raise _refuse_loss(
-            stream_where(name), [f"{loss} ({guard_limits} beyond the new limit)" for loss in losses],
-            f"lower {', '.join(LIMIT_NAMES[loss.limit] for loss in losses)}",
-            f"Back it up first (python -m streams backup {name} --bucket … or --to DIR), then set allowDataLoss: true "
-            "on it to accept, or keep the limit")
+    interest_loss = None
     if cur_cfg.get("retention", "limits") == "limits" and desired.get("retention") == "interest":
-        loss = interest_conversion_loss(current, await c.consumer_infos(name))
-        if loss and not allow_loss:
-            raise _refuse_loss(stream_where(name), [loss], "switch retention from limits to interest",
-                               "Add the consumers that should keep them first, or set allowDataLoss: true on the "
-                               "stream to accept")
+        interest_loss = interest_conversion_loss(current, await c.consumer_infos(name))
+    _carry_out_refusal(decisions.stream_update(name, losses, interest_loss, allow_loss, guard_limits))
     before = (current.get("state") or {}).get("messages", 0)
     info = await c.update_stream(_mark(desired))
     removed = max(0, before - (info.get("state") or {}).get("messages", 0))
@@ -460,19 +449,10 @@ async def _create_or_adopt_stream(c: JetStreamClient, desired: dict, allow_loss:
         return await c.create_stream(_mark(desired)), 0  # deleted in between
     desired = keep_from(desired, info["config"], keep)
     plan = plan_stream_change(info["config"], desired)
-    if plan.action != "replace":
+    decision = decisions.existing_stream(info, plan, allow_loss)
+    if decision.action == decisions.UPDATE:
         return await _update_stream(c, info, desired, allow_loss, guard_limits=guard_limits)
-    if not _is_managed(info["config"]):
-        raise AdoptionRefused(
-            f"stream {name!r} exists on the server (made outside Pulumi) and differs from the declaration in "
-            f"fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the declaration match the "
-            "server to adopt it, or back it up and remove it (nats stream rm) to let Pulumi create it anew")
-    loss = stream_message_loss(info)
-    if loss and not allow_loss:
-        raise _refuse_loss(
-            stream_where(name), [loss], f"replace it ({'; '.join(plan.replace_reasons)})",
-            f"Back it up first (python -m streams backup {name} --bucket …), then set allowDataLoss: true on the "
-            "stream to accept, or revert the change")
+    _carry_out_refusal(decision)
     return await _replace_stream(c, info, desired, plan.replace_reasons)
 
 
@@ -668,15 +648,12 @@ class ConsumerProvider(_JetStreamProvider):
 
         async def remove(c: JetStreamClient):
             info = await c.consumer_info(stream, name)
-            if info is None or not _same_consumer(info, props):
+            same = info is not None and _same_consumer(info, props)
+            retention = await _retention(c, stream) if same else "limits"
+            decision = decisions.consumer_delete(stream, info, same, retention, allow_loss)
+            if decision.action == decisions.LEAVE:
                 return  # gone, or replaced by a newer consumer of this name: keep it
-            stream_info = await c.stream_info(stream)
-            retention = ((stream_info or {}).get("config") or {}).get("retention", "limits")
-            held = consumer_held_messages(info, retention)
-            if held and not allow_loss:
-                raise _refuse_loss(consumer_where(stream, name), [held], "delete it",
-                                   "Let it catch up first, or set allowDataLoss: true on the consumer (or its "
-                                   "stream) and run `pulumi up` before removing it")
+            _carry_out_refusal(decision)
             await c.delete_consumer(stream, name)
         self._client().run(remove)
 
@@ -715,22 +692,18 @@ async def _create_or_adopt_consumer(c: JetStreamClient, stream: str, desired: di
     if info is None:
         return await c.put_consumer(stream, _mark(desired), "create")
     plan = plan_consumer_change(info["config"], desired)
-    if plan.action != "replace":  # the server can change it in place: keep its progress
+    retention = await _retention(c, stream) if plan.action == "replace" else "limits"
+    decision = decisions.existing_consumer(stream, info, plan, retention, allow_loss)
+    if decision.action == decisions.UPDATE:  # the server can change it in place: keep its progress
         return await c.put_consumer(stream, _mark(desired), "update")
-    if not _is_managed(info["config"]):
-        raise AdoptionRefused(
-            f"consumer {name!r} of stream {stream!r} exists on the server (made outside Pulumi) and differs from "
-            f"the declaration in fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the "
-            "declaration match to adopt it, or remove it (nats consumer rm) to let Pulumi create it anew")
-    stream_info = await c.stream_info(stream)
-    retention = ((stream_info or {}).get("config") or {}).get("retention", "limits")
-    losses = [loss for loss in (consumer_progress_loss(info), consumer_held_messages(info, retention)) if loss]
-    if losses and not allow_loss:
-        raise _refuse_loss(consumer_where(stream, name), losses,
-                           f"recreate it ({'; '.join(plan.replace_reasons)})",
-                           "Set allowDataLoss: true on the consumer to accept, or revert the change")
+    _carry_out_refusal(decision)
     await c.delete_consumer(stream, name)
     created = await c.put_consumer(stream, _mark(desired), "create")
-    if losses:
-        _say(f"{consumer_where(stream, name)}: recreated; lost {'; and '.join(losses)} (allowDataLoss)")
+    if decision.losses:
+        _say(f"{consumer_where(stream, name)}: recreated; lost {'; and '.join(decision.losses)} (allowDataLoss)")
     return created
+
+
+async def _retention(c: JetStreamClient, stream: str) -> str:
+    info = await c.stream_info(stream)
+    return ((info or {}).get("config") or {}).get("retention", "limits")
