@@ -16,7 +16,7 @@ What the images contain decides how the scripts are written:
 - mc reads the S3 alias from MC_HOST_<alias>=http(s)://KEY:SECRET@host (minio/mc cmd/config.go,
   parseEnvURLStr), so the keys reach it through the environment from the Secret, never a command line.
 - nats-box is Alpine: busybox's date, od and tr are there.
-tests/test_backup_job.py runs both scripts with a PATH holding only those tools.
+tests/render/test_backup_job.py runs both scripts with a PATH holding only those tools.
 
 The scripts and the manifests are pure functions of the settings.
 """

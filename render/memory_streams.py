@@ -17,7 +17,7 @@ nats-box image, makes every declared memory stream (and its consumers) again wit
 
 What the image has decides how the script is written: nats-box is Alpine (`FROM alpine:3.23` in nats-io/nats-box's
 Dockerfile) with busybox's sh, wget, sleep, mkdir and the `nats` CLI; the script uses only those and shell
-built-ins. tests/test_memory_streams.py runs it with a PATH holding only them, against a real server restarted.
+built-ins. tests/render/test_memory_streams.py runs it with a PATH holding only them, against a real server restarted.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ makes the same streams except in two flags:
 
 Neither changes how the bucket behaves for the other client, so unless declared (`direct`, `limitMarkerTtl`)
 these two are left as the server has them when a bucket is adopted, and set as nats.go does for a new one:
-a bucket either client made is adopted with no change (tests/test_buckets.py).
+a bucket either client made is adopted with no change (tests/streams/test_buckets.py).
 """
 from __future__ import annotations
 

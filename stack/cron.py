@@ -6,7 +6,7 @@ robfig/cron's parser.go `getRange`: `*` or `?`, `N`, `N-M`, each with an optiona
 runs to the field's maximum), comma lists, month and weekday names, bounds per field.
 
 No maintained Python library parses exactly this dialect (croniter accepts 7 as Sunday, seconds, `L`
-and `#`, which these refuse), so it is written here and tested with a table (tests/test_cron.py).
+and `#`, which these refuse), so it is written here and tested with a table (tests/stack/test_cron.py).
 """
 from __future__ import annotations
 

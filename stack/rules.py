@@ -5,7 +5,7 @@ Read from nats-server (main at 2.15.0-dev, the pinned binary is 2.15.1): `server
 (`checkStreamCfgLocked`), `server/jetstream_api.go` (`jsStreamCreateRequest`: sealed, mirror direct) and
 `server/consumer.go` (`setConsumerConfigDefaults` in pedantic mode, `checkConsumerCfg`, and the work-queue
 checks in `addConsumerWithAssignmentAndMode`). Every rule here is tried against the real binary in
-tests/test_server_rules.py, next to the offline answer, so the two cannot drift apart; the server's error
+tests/stack/test_server_rules.py, next to the offline answer, so the two cannot drift apart; the server's error
 code is noted beside each rule.
 
 Configs here are wire configs (snake_case, integer nanoseconds and bytes). A broken rule raises

@@ -32,7 +32,7 @@ request receives. Clients set the prefix (nats-py `inbox_prefix=`, nats.go `nats
 CLI `--inbox-prefix`); each user's Kubernetes Secret carries it as NATS_INBOX_PREFIX.
 
 All users live in the server's global account, where the streams already are: turning auth on strands
-nothing (tests/test_auth.py restarts a server that has data with auth on).
+nothing (tests/stack/test_auth.py restarts a server that has data with auth on).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the providers decide, as pure functions of the facts they read: the current object on the server (or None),
 the declaration, and its opt-in. Facts in, a decision out; the providers (streams/provider.py) only carry the
-decisions out, and tests/test_decisions.py tables them without a server.
+decisions out, and tests/streams/test_decisions.py tables them without a server.
 
 - An existing stream or consumer met by `create` (adoption, or a replacement the engine asked for):
   update it in place, refuse (made outside Pulumi and not changeable in place; or data would be lost without

@@ -2,7 +2,7 @@
 
 No network. Both sides are normalized first (server defaults filled in, `_nats.*` and this tool's
 metadata dropped, numbers as integers, times canonical), so server-filled defaults never show as
-changes. The rules follow nats-server 2.15 (checked field by field in tests/test_provider_server.py).
+changes. The rules follow nats-server 2.15 (checked field by field in tests/streams/test_provider_server.py).
 """
 from __future__ import annotations
 

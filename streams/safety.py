@@ -9,7 +9,7 @@ How the server loses data, read in nats-server `server/stream.go` and `server/co
   (`checkInterestState`), and turning a limits stream into an interest stream drops every message no
   consumer still holds.
 - A workqueue stream keeps its messages when a consumer is deleted (they wait for the next consumer):
-  checked against nats-server 2.15.1 in tests/test_data_loss.py.
+  checked against nats-server 2.15.1 in tests/streams/test_data_loss.py.
 - Deleting a consumer, also to recreate it with a field the server cannot change, throws away its
   delivered sequence and ack floor: the new one starts again from its deliver policy.
 """
@@ -104,7 +104,7 @@ def limit_losses(info: Mapping[str, Any], desired: Mapping[str, Any], *, now: da
                  subject_counts: Mapping[str, int] | None = None,
                  first_seq_after_cutoff: int | None = None) -> list[LimitLoss]:
     """What each limit the change tightens would delete, from the stream's state (nats-server 2.15.1 applies a lowered
-    limit at once on update, measured in tests/test_data_loss.py):
+    limit at once on update, measured in tests/streams/test_data_loss.py):
     - maxMsgs, maxBytes: the oldest messages beyond the limit, only with `discard: old` (with `discard: new` the
       server keeps what it holds and refuses new messages instead); bytes become a count through the average size;
     - maxMsgsPerSubject: beyond the limit on each subject, whatever the discard policy (`subject_counts`, from

@@ -6,7 +6,7 @@ import pytest
 
 from stack.settings import load_settings
 from streams.local.server import LocalServer, local_layout, start_server
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 # Fixtures that start a process (directly or through another fixture).
 SERVER_FIXTURES = {"nats_server", "server", "moto_endpoint", "engine", "tls_server", "auth_server", "open_server",

@@ -30,7 +30,7 @@ from streams.local.apply import apply_catalog
 from streams.local.server import free_port, start_server
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 OLD_SERVER = Path(os.environ.get("NATS_SERVER_2_10_BIN", ROOT / ".venv" / "nats-server-2.10" / "bin" / "nats-server"))
 

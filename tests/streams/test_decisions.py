@@ -1,5 +1,5 @@
 """The providers' decisions (streams/decisions.py) as tables: the facts a provider reads in, the decision out. No
-server: tests/test_data_loss.py and tests/test_provider_server.py run the same paths against nats-server 2.15.1."""
+server: tests/streams/test_data_loss.py and tests/streams/test_provider_server.py run the same paths against nats-server 2.15.1."""
 import pytest
 
 from stack.catalog import MANAGED_BY_KEY

@@ -273,7 +273,7 @@ import sys  # noqa: E402
 
 from streams.local.apply import apply_catalog  # noqa: E402
 from tests.pulumi_harness import ROOT, run_program, stack_config  # noqa: E402
-from tests.test_settings import homelab_raw  # noqa: E402
+from tests.stack.test_settings import homelab_raw  # noqa: E402
 
 
 def cli(*args, env=None):

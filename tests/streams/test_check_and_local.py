@@ -17,7 +17,7 @@ from streams.local.apply import apply_catalog
 from streams.local.server import free_port, local_layout, start_server
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 
 @pytest.fixture

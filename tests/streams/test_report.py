@@ -11,8 +11,8 @@ from streams.cli.report import build_report, format_report
 from streams.jetstream import close_all_clients
 from streams.local.apply import apply_catalog
 from tests.provider_harness import RawJetStream
-from tests.test_data_loss import fetch_and_ack
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
+from tests.streams.test_data_loss import fetch_and_ack
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 

@@ -421,7 +421,7 @@ def moto_over_https(tmp_path_factory):
     """moto's S3 over TLS (a CA made here; boto3 trusts it through AWS_CA_BUNDLE): botocore sends trailing checksums
     only over https."""
     from tests.conftest import start_moto
-    from tests.test_tls import issue, make_ca
+    from tests.render.test_tls import issue, make_ca
     certs = tmp_path_factory.mktemp("s3-certs")
     issue(certs, *make_ca(certs))
     proc, url = start_moto(tls=(certs / "tls.crt", certs / "tls.key", certs / "ca.crt"))
@@ -499,7 +499,7 @@ def _big_stream(url: str) -> None:
 def test_two_backups_of_one_stream_started_together_both_succeed(nats_server, tmp_path, server):
     """nats-server 2.10 refuses a second snapshot while one runs (filestore.go Snapshot: 10064 "snapshot in
     progress"); 2.15.1's v2 snapshots stream both. Either way both backups complete, whole."""
-    from tests.test_takeover import OldServer
+    from tests.streams.test_takeover import OldServer
     old = OldServer(tmp_path / "claim", tmp_path / "run") if server == "2.10" else None
     url = old.url if old else nats_server().client_url
     try:

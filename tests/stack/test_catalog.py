@@ -3,7 +3,7 @@ refused with a message naming the stream or consumer and the key."""
 import pytest
 
 from stack.catalog import CatalogError, catalog_warnings, load_catalog
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 H = 3600 * 10**9
 D = 24 * H

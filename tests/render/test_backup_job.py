@@ -25,7 +25,7 @@ from streams.cli import main
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
-from tests.test_backups import all_messages, fill_stream
+from tests.streams.test_backups import all_messages, fill_stream
 
 NATS_BOX_TOOLS = {"sh": "dash", "date": "date", "od": "od", "tr": "tr", "rm": "rm"}
 MC_IMAGE_TOOLS = {"sh": "bash"}

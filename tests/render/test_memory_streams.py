@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,8 +16,8 @@ from stack.settings import load_settings
 from streams.local.apply import apply_catalog
 from streams.local.server import free_port, local_layout, start_server
 from tests.provider_harness import RawJetStream
-from tests.pulumi_harness import as_manifest, run_program, stack_config
-from tests.test_backup_job import image_path
+from tests.pulumi_harness import ROOT, as_manifest, run_program, stack_config
+from tests.render.test_backup_job import image_path
 
 NATS_BOX_TOOLS = {"sh": "dash", "wget": "wget", "sleep": "sleep", "mkdir": "mkdir"}
 CATALOG = {"events": {"subjects": ["events.>"], "storage": "memory", "maxAge": "1h",
@@ -64,7 +63,7 @@ def test_memory_streams_and_their_consumers_come_back_after_a_restart_and_only_t
         raw.publish("events.audit.login", [b"before the restart"] * 3)
         script = subprocess.Popen(
             [f"{path}/sh", "-c", memory_streams.SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={"PATH": path, "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            env={"PATH": path, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
                  "DECLARATIONS": str(folder), "STATE": str(tmp_path / "state"), "INTERVAL": "1",
                  "MONITOR_URL": server.monitoring_url, "NATS_URL": server.client_url, "NATS_SHIM_ARGV_LOG": str(log)})
         assert wait_for(lambda: log.exists() and "stream info events" in log.read_text())

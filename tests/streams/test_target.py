@@ -77,7 +77,7 @@ def test_backups_need_a_named_s3_store(no_local, capsys):
 
 
 def test_a_running_make_dev_is_found_and_named_on_the_first_line(no_local, capsys):
-    from tests.test_check_and_local import foreground_dev
+    from tests.streams.test_check_and_local import foreground_dev
     port, http_port = free_port(), free_port()
     folder = no_local / "homelab"
     with foreground_dev(port, http_port, folder):

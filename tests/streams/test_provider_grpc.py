@@ -244,7 +244,7 @@ def test_consumer_replacement_as_the_engine_runs_it(engine, nats_server):
 
 def test_key_value_bucket_lifecycle_over_grpc(engine, nats_server):
     from streams.bucket_provider import KeyValueProvider
-    from tests.test_buckets import kv_inputs
+    from tests.streams.test_buckets import kv_inputs
     server = nats_server()
     raw = RawJetStream(server.client_url)
     engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})

@@ -8,8 +8,8 @@ import kubernetes_validate
 import pytest
 
 from tests.pulumi_harness import as_manifest, encode_config, run_program, stack_config
-from tests.test_monitoring import POD_MONITOR_SCHEMA
-from tests.test_tls import CERTIFICATE_SCHEMA
+from tests.render.test_monitoring import POD_MONITOR_SCHEMA
+from tests.render.test_tls import CERTIFICATE_SCHEMA
 
 KUBERNETES_RELEASES = ["1.30.0", kubernetes_validate.latest_version()]
 

@@ -26,7 +26,7 @@ from streams.local.apply import apply_catalog
 from streams.local.server import local_layout, start_server
 from streams.local.users import write_local_auth
 from tests.pulumi_harness import ROOT
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 USERS = {"iot-devices": {"publish": ["sensors.>"]},
          "analytics": {"consume": ["sensors/analytics"]}}
@@ -547,7 +547,7 @@ def test_auth_off_renders_no_users():
 def test_the_cron_jobs_snapshot_script_logs_in_as_the_backup_user(homelab, tmp_path):
     """SNAPSHOT_SCRIPT in nats-box's tools, with the environment the CronJob gives it from nats-user-backup."""
     from render.backup_job import SNAPSHOT_SCRIPT
-    from tests.test_backup_job import NATS_BOX_TOOLS, image_path, run_in
+    from tests.render.test_backup_job import NATS_BOX_TOOLS, image_path, run_in
 
     async def publish():
         nc = await nats.connect(homelab.url, **homelab.login("admin"))

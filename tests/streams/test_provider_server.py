@@ -7,7 +7,7 @@ from streams.local.server import free_port, local_layout, start_server
 from streams.provider import AdoptionRefused, DataLossRefused, StreamProvider
 from streams.resources import consumer_props, stream_props
 from tests.provider_harness import Managed, RawJetStream, configured, consumer_inputs, stream_inputs
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 S = 10**9
 H = 3600 * S

@@ -28,7 +28,7 @@ from stack.settings import load_settings
 from streams.jetstream import close_all_clients
 from streams.local.server import local_layout, start_server
 from tests.pulumi_harness import ROOT, as_manifest, encode_config, run_program, stack_config
-from tests.test_settings import homelab_raw
+from tests.stack.test_settings import homelab_raw
 
 
 def _name(cn: str) -> x509.Name:

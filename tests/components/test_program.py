@@ -91,7 +91,7 @@ def test_client_service_is_the_metallb_load_balancer(homelab):
     assert svc["spec"]["type"] == "LoadBalancer"
     # The current key only (MetalLB 0.15.3 in the homelab: brannn/homelab-foundations
     # clusters/um890/metallb/install/helmrelease.yaml); the deprecated one raises an event there.
-    # The sharing key: 10.0.0.248 is ClickHouse's too (tests/test_homelab_git.py).
+    # The sharing key: 10.0.0.248 is ClickHouse's too (tests/render/test_homelab_git.py).
     assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "10.0.0.248",
                                               "metallb.io/allow-shared-ip": "homelab-248"}
     assert svc["spec"]["externalTrafficPolicy"] == "Cluster"

@@ -11,8 +11,8 @@ import sys
 from streams.cli import main
 from tests.provider_harness import RawJetStream
 from tests.pulumi_harness import ROOT
-from tests.test_backup_signals import big_stream, wait_for
-from tests.test_backups import add_consumer_with_progress, all_messages, fill_stream
+from tests.streams.test_backup_signals import big_stream, wait_for
+from tests.streams.test_backups import add_consumer_with_progress, all_messages, fill_stream
 
 
 def test_backup_to_a_folder_restores_and_verifies(nats_server, tmp_path, capsys):
