@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from stack.errors import PROJECT
+from components.deployment import BackupCredentials
+from stack.errors import PROJECT, SettingsError, config_key
+from stack.settings import BACKUP_SECRET_KEYS
 
 # Pulumi is imported where the program needs it, not at import: the command-line tools read stack files
 # through this module and should not carry the Pulumi SDK in memory.
@@ -47,8 +49,6 @@ def read_backup_credentials():
     warns and leaves the CronJob out: `stack.settings.backup_credentials_warning`)."""
     import pulumi
 
-    from components.deployment import BackupCredentials
-    from stack.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)
     values = {key: config.get_secret(key) for key in BACKUP_SECRET_KEYS}
@@ -60,7 +60,6 @@ def read_backup_credentials():
 def present_backup_keys() -> set[str]:
     import pulumi
 
-    from stack.settings import BACKUP_SECRET_KEYS
 
     config = pulumi.Config(PROJECT)
     return {key for key in BACKUP_SECRET_KEYS if config.get(key) is not None}
@@ -71,7 +70,6 @@ def read_admin_password():
     the same key. Refused in words when missing: the server would have an admin no one can log in as."""
     import pulumi
 
-    from stack.errors import SettingsError, config_key
 
     password = pulumi.Config(PROJECT).get_secret("natsPassword")
     if password is None:

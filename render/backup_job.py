@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from render import manifests
 from stack.settings import Settings
+from stack.users import BACKUP, inbox_prefix, secret_name
 
 BACKUP_DIR = "/backup"
 SECRET_NAME = manifests.BACKUP_S3_SECRET
@@ -183,7 +184,6 @@ def credentials_secret(settings: Settings) -> dict:
 def _nats_login(settings: Settings) -> list[dict]:
     """With TLS on, the snapshot container trusts the server's CA (NATS_CA, read by the nats CLI); with auth on, it
     logs in as the backup user, from that user's Secret."""
-    from stack.users import BACKUP, inbox_prefix, secret_name
 
     ca = [{"name": "NATS_CA", "value": manifests.CA_FILE}] if manifests.client_trusts_issuer_ca(settings) else []
     if not settings.auth.enabled:

@@ -22,6 +22,7 @@ from render.nats_conf import (
 )
 from stack import homelab_git
 from stack.settings import Settings, Tls
+from stack.users import NATS_BOX as NATS_BOX_USER
 from stack.users import ServerUser, secret_name
 
 NAME = "nats"
@@ -390,8 +391,7 @@ def nats_box_context(settings: Settings, password: str | None = None) -> str:
     as the nats-box user; the Secret holding it is then a secret in Pulumi's state too."""
     context = {"description": "homelab NATS (in-cluster)", "url": in_cluster_url(settings)}
     if settings.auth.enabled:
-        from stack.users import NATS_BOX
-        context.update(user=NATS_BOX, password=password or "")
+        context.update(user=NATS_BOX_USER, password=password or "")
     if client_trusts_issuer_ca(settings):
         context["ca"] = CA_FILE
     return json.dumps(context, indent=2) + "\n"

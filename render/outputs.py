@@ -4,6 +4,7 @@ from __future__ import annotations
 from render import manifests
 from stack.errors import config_key
 from stack.settings import Settings
+from stack.users import NATS_BOX, secret_name
 
 
 def connection_details(settings: Settings, users=(), buckets=()) -> dict:
@@ -50,7 +51,6 @@ def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str
 
 
 def users_entry(settings: Settings, user) -> dict:
-    from stack.users import NATS_BOX, secret_name
 
     if user.name == NATS_BOX:
         return {"permissions": "all", "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stack.catalog import CatalogError, stream_declaration, stream_wire_config
+from stack.catalog import CatalogError, _check_store_reservations, stream_declaration, stream_wire_config
+from stack.subjects import subjects_overlap
 
 KV_PREFIX = "KV_"
 OBJ_PREFIX = "OBJ_"
@@ -223,7 +224,6 @@ def load_buckets(raw: Any, kind: BucketKind, *, max_replicas: int = 1) -> tuple[
 def check_collisions(streams, buckets) -> None:
     """A bucket's stream may not share a name or a subject with a declared stream (the server refuses the second
     one; at preview instead)."""
-    from stack.subjects import subjects_overlap
 
     names = {s.name: s for s in streams}
     for b in buckets:
@@ -244,7 +244,6 @@ def load_all_buckets(raw: Mapping[str, Any], *, streams=(), max_replicas: int = 
                      store_limits: Mapping[str, int] | None = None) -> tuple[BucketSpec, ...]:
     """Both kinds of bucket from the stack config (unprefixed keys), checked against the declared streams: names,
     subjects and, with the streams, the stores' reservations."""
-    from stack.catalog import _check_store_reservations
 
     buckets = (*load_buckets(raw.get("keyValues"), KEY_VALUE, max_replicas=max_replicas),
                *load_buckets(raw.get("objectStores"), OBJECT_STORE, max_replicas=max_replicas))

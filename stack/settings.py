@@ -24,7 +24,8 @@ from stack.quantities import (
     parse_positive_bytes,
     parse_quantity,
 )
-from stack.units import whole_number
+from stack.subjects import name_problem  # stream names follow the server's rules
+from stack.units import UnitError, parse_duration, whole_number
 from stack.urls import nats_url_problem
 from stack.users import ADMIN, USER_NAME, parse_auth
 
@@ -519,8 +520,6 @@ def _prefix(value: Any) -> str:
 
 
 def _backups(raw: Mapping[str, Any]) -> Backups:
-    from stack.subjects import name_problem  # stream names follow the server's rules
-    from stack.units import UnitError, parse_duration
 
     sec = _section(raw, "backups", ("enabled", "schedule", "bucket", "prefix", "endpoint", "streams", "keep",
                                     "maxAge"))

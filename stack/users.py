@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stack.errors import SettingsError, config_key
+from stack.subjects import name_problem, subject_is_subset, subject_problem
 
 ADMIN = "admin"
 BACKUP = "backup"
@@ -111,7 +112,6 @@ def _list_of_text(value: Any, key: str, example: str) -> tuple[str, ...]:
 def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
     """`homelab-nats:auth` as typed settings. Names and shapes only: what the names refer to is checked against
     the catalog by `plan_users`."""
-    from stack.subjects import name_problem, subject_problem
 
     if raw is None:
         return Auth()
@@ -230,7 +230,6 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
     """Every user of the server with its permissions, after checking each subject and consumer an application
     user names against the catalog (at preview: the server would accept a permission for a stream that does not
     exist, and the application would fail at run time)."""
-    from stack.subjects import subject_is_subset
 
     if not auth.enabled:
         return ()

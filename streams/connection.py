@@ -17,7 +17,7 @@ from typing import Any
 from stack.errors import SettingsError, config_key
 from stack.settings import load_settings
 from stack.units import UnitError, parse_duration
-from stack.urls import nats_url_problem
+from stack.urls import nats_url_problem, redact_url
 from stack.users import ADMIN
 
 DEFAULT_READY_TIMEOUT = 60.0
@@ -86,7 +86,6 @@ async def connect_once(server: str, timeout: float = 15.0):
 
     import nats
 
-    from stack.urls import redact_url
     refused: list[str] = []
     errors: list[Exception] = []
 

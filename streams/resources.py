@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import pulumi
 from pulumi.dynamic import Resource
 
-from stack.buckets import BucketSpec
+from stack.buckets import KEY_VALUE, BucketSpec
 from stack.catalog import ConsumerSpec, StreamSpec
+from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
 from streams.provider import ConsumerProvider, StreamProvider
 
 
@@ -93,7 +94,6 @@ class KeyValue(_Bucket, module="nats", name="KeyValue"):
     """A JetStream key-value bucket (the stream KV_<name>). Outputs as for Stream."""
 
     def __init__(self, resource_name: str, spec: BucketSpec, **kwargs):
-        from streams.bucket_provider import KeyValueProvider
         super().__init__(KeyValueProvider(), resource_name, spec, **kwargs)
 
 
@@ -101,14 +101,12 @@ class ObjectStore(_Bucket, module="nats", name="ObjectStore"):
     """A JetStream object store (the stream OBJ_<name>). Outputs as for Stream."""
 
     def __init__(self, resource_name: str, spec: BucketSpec, **kwargs):
-        from streams.bucket_provider import ObjectStoreProvider
         super().__init__(ObjectStoreProvider(), resource_name, spec, **kwargs)
 
 
 def declare_buckets(specs: Sequence[BucketSpec], *, jetstream_servers: int,
                     depends_on: Sequence[pulumi.Resource] = ()) -> list:
     """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready."""
-    from stack.buckets import KEY_VALUE
     resources = []
     for spec in specs:
         cls, prefix = (KeyValue, "kv") if spec.kind is KEY_VALUE else (ObjectStore, "objectstore")

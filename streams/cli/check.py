@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import nats.errors
 
+from stack.buckets import unmanaged_keys
 from stack.catalog import StreamSpec
 from stack.loader import read_stack_file
 from stack.settings import Settings, backup_credentials_warning
@@ -171,7 +172,6 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
 async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
     """Each declared bucket: it exists, is as declared (the two flags the clients set differently aside: see
     stack/buckets.py), and how full it is against its maxBytes."""
-    from stack.buckets import unmanaged_keys
 
     found = []
     for b in buckets:

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 import nats.errors
 
 from stack.units import parse_server_time
+from streams.cli.target import announce_with_stack
+from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 
 SERVER_OWNED_PREFIXES = ("$MQTT_",)   # nats-server's MQTT listener makes and owns these (server/mqtt.go)
 
@@ -148,8 +150,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from streams.cli.target import announce_with_stack
-    from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 
     found = announce_with_stack(args)
     if found is None:

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from render.outputs import connection_details
+from stack.catalog import CatalogError
+from stack.errors import SettingsError
+from stack.loader import load_stack, read_stack_file
+from stack.settings import load_settings
+from stack.urls import redact_url
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / ".local"
 DEV_FILE = "dev.json"
@@ -53,7 +60,6 @@ class Target:
         return hosts <= {"127.0.0.1", "localhost", "::1"}
 
     def line(self) -> str:
-        from stack.urls import redact_url
         return f"NATS: {redact_url(self.nats_url)} ({self.source})"
 
 
@@ -127,9 +133,6 @@ def write_running_dev(folder: Path, stack: str, nats_url: str, monitor_url: str)
 
 def stack_address(stack: str) -> StackAddress:
     """A stack file's cluster address: its natsUrl, else its load balancer's client URL."""
-    from render.outputs import connection_details
-    from stack.loader import read_stack_file
-    from stack.settings import load_settings
 
     raw = read_stack_file(stack)
     settings = load_settings(raw)
@@ -151,8 +154,6 @@ def s3_endpoint(flag: str | None, environ: dict, stack: str | None) -> str:
     if environ.get("AWS_ENDPOINT_URL"):
         return environ["AWS_ENDPOINT_URL"]
     if stack:
-        from stack.loader import read_stack_file
-        from stack.settings import load_settings
         return load_settings(read_stack_file(stack)).backups.endpoint
     raise NoTarget("no S3 store named: pass --endpoint URL or set AWS_ENDPOINT_URL (or --stack homelab for the stack's "
                    "backups.endpoint); for a plain folder use --to/--from DIR")
@@ -163,9 +164,6 @@ def announce_with_stack(args):
     with the target said on the first line; None after saying why there is none."""
     import sys
 
-    from stack.catalog import CatalogError
-    from stack.errors import SettingsError
-    from stack.loader import load_stack
 
     try:
         found = target_from_args(args)

@@ -8,8 +8,10 @@ from functools import partial
 
 from pulumi.dynamic import Config, ConfigureRequest
 
-from stack.catalog import CONSUMER_FIELDS, STREAM_FIELDS, CatalogError, StreamSpec
+from stack.buckets import KEY_VALUE, OBJECT_STORE
+from stack.catalog import CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE, STREAM_FIELDS, CatalogError, StreamSpec
 from stack.errors import PROJECT
+from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
 from streams.jetstream import JetStreamApiError
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
 from streams.provider import (
@@ -21,7 +23,8 @@ from streams.provider import (
     StreamProvider,
     SubjectsTaken,
 )
-from streams.resources import consumer_props, stream_props
+from streams.resources import bucket_props, consumer_props, stream_props
+from streams.safety import consumer_progress_loss, stream_message_loss
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,6 @@ def _apply_consumer(provider, client, spec) -> Applied:
 
 
 def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_servers: int, client) -> list[Applied]:
-    from stack.buckets import KEY_VALUE, OBJECT_STORE
-    from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
-    from streams.resources import bucket_props
 
     kinds = {KEY_VALUE.kind: KeyValueProvider, OBJECT_STORE.kind: ObjectStoreProvider}
     providers = {}
@@ -149,8 +149,6 @@ def undeclared(specs: tuple[StreamSpec, ...], url: str, login: tuple[str, str] |
                buckets=()) -> list[str]:
     """Streams and consumers this project made on the server (marked managed) that the catalog no longer
     declares, each with what `pulumi up` would do with it: delete it, or refuse while it holds data."""
-    from stack.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE
-    from streams.safety import consumer_progress_loss, stream_message_loss
 
     def managed(config: dict) -> bool:
         return (config.get("metadata") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
