@@ -436,15 +436,20 @@ def _images(raw: Mapping[str, Any]) -> Images:
                   nats_box=chosen["natsBox"], mc=chosen["mc"])
 
 
+def _schedule(value: Any, key: str, parser: str, example: str) -> Any:
+    """A cron schedule as `parser` (Kubernetes' CronJob controller, Longhorn) parses it, or an error naming `key`."""
+    problem = cron_problem(value)
+    if problem:
+        raise SettingsError(f"{config_key(key)}: {value!r} is not a cron schedule {parser} accepts: {problem} "
+                            f"(e.g. {example})")
+    return value
+
+
 def _volume_snapshots(raw: Mapping[str, Any]) -> VolumeSnapshots:
     sec = _section(raw, "volumeSnapshots", ("enabled", "cron", "retain", "concurrency", "group"))
     d = VolumeSnapshots()
     enabled = _bool(sec.get("enabled", d.enabled), "volumeSnapshots.enabled")
-    cron = sec.get("cron", d.cron)
-    problem = cron_problem(cron)
-    if problem:
-        raise SettingsError(f"{config_key('volumeSnapshots.cron')}: {cron!r} is not a cron schedule Longhorn "
-                            f"accepts: {problem} (e.g. \"0 */6 * * *\")")
+    cron = _schedule(sec.get("cron", d.cron), "volumeSnapshots.cron", "Longhorn", '"0 */6 * * *"')
     return VolumeSnapshots(
         enabled=enabled, cron=cron,
         retain=_whole_number(sec.get("retain", d.retain), "volumeSnapshots.retain", minimum=1, maximum=250),
@@ -525,11 +530,7 @@ def _backups(raw: Mapping[str, Any]) -> Backups:
                                     "maxAge"))
     d = Backups()
     enabled = _bool(sec.get("enabled", d.enabled), "backups.enabled")
-    schedule = sec.get("schedule", d.schedule)
-    problem = cron_problem(schedule)
-    if problem:
-        raise SettingsError(f"{config_key('backups.schedule')}: {schedule!r} is not a cron schedule Kubernetes "
-                            f"accepts: {problem} (e.g. \"0 3 * * *\" or \"@daily\")")
+    schedule = _schedule(sec.get("schedule", d.schedule), "backups.schedule", "Kubernetes", '"0 3 * * *" or "@daily"')
     bucket = _bucket(sec.get("bucket", d.bucket))
     prefix = _prefix(sec.get("prefix", d.prefix))
     endpoint = sec.get("endpoint", d.endpoint)

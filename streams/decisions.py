@@ -41,10 +41,8 @@ def existing_stream(info: Mapping[str, Any], plan: Plan, allow_loss: bool) -> De
     if plan.action != "replace":
         return Decision(UPDATE)
     if not is_managed(info["config"]):
-        return Decision(REFUSE_ADOPTION, reason=(
-            f"stream {name!r} exists on the server (made outside Pulumi) and differs from the declaration in "
-            f"fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the declaration match the "
-            "server to adopt it, or back it up and remove it (nats stream rm) to let Pulumi create it anew"))
+        return _adoption_refused(f"stream {name!r}", plan, "Make the declaration match the server to adopt it, or "
+                                 "back it up and remove it (nats stream rm) to let Pulumi create it anew")
     loss = stream_message_loss(info)
     if loss and not allow_loss:
         return Decision(REFUSE_LOSS, (loss,), refusal(
@@ -91,10 +89,8 @@ def existing_consumer(stream: str, info: Mapping[str, Any], plan: Plan, retentio
     if plan.action != "replace":
         return Decision(UPDATE)
     if not is_managed(info["config"]):
-        return Decision(REFUSE_ADOPTION, reason=(
-            f"consumer {name!r} of stream {stream!r} exists on the server (made outside Pulumi) and differs from "
-            f"the declaration in fields the server cannot change: {'; '.join(plan.replace_reasons)}. Make the "
-            "declaration match to adopt it, or remove it (nats consumer rm) to let Pulumi create it anew"))
+        return _adoption_refused(f"consumer {name!r} of stream {stream!r}", plan, "Make the declaration match to "
+                                 "adopt it, or remove it (nats consumer rm) to let Pulumi create it anew")
     losses = tuple(loss for loss in (consumer_progress_loss(info), consumer_held_messages(info, retention)) if loss)
     if losses and not allow_loss:
         return Decision(REFUSE_LOSS, losses, refusal(
@@ -116,6 +112,12 @@ def consumer_delete(stream: str, info: Mapping[str, Any] | None, same: bool, ret
             "Let it catch up first, or set allowDataLoss: true on the consumer (or its stream) and run `pulumi up` "
             "before removing it"))
     return Decision(DELETE, (held,) if held else ())
+
+
+def _adoption_refused(what: str, plan: Plan, remedy: str) -> Decision:
+    return Decision(REFUSE_ADOPTION, reason=(
+        f"{what} exists on the server (made outside Pulumi) and differs from the declaration in fields the server "
+        f"cannot change: {'; '.join(plan.replace_reasons)}. {remedy}"))
 
 
 def refusal(what: str, losses: Sequence[str], action: str, remedy: str) -> str:
