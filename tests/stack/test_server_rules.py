@@ -229,3 +229,36 @@ def test_the_catalog_knows_every_field_of_the_pinned_server(raw):
     assert consumer - NOT_DECLARED["consumer"] == _wire_keys(catalog.CONSUMER_FIELDS)
     source = _server_fields(raw, "$JS.API.STREAM.CREATE.x", lambda t: {"name": "", "mirror": {t: None}})
     assert source == _wire_keys(catalog._source_fields)
+
+
+WIRE_MODULES = ("stack/rules.py", "streams/plan.py", "streams/safety.py", "streams/decisions.py")
+
+
+def _keys_read(path) -> dict[str, int]:
+    """The string keys a module reads from dicts: x["k"], x.get("k"), x.setdefault("k"), x.pop("k"), "k" in x."""
+    import ast
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("get", "setdefault", "pop") and node.args and isinstance(node.args[0], ast.Constant):
+            key = node.args[0].value
+        elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) and \
+                any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) and \
+                not any(isinstance(c, (ast.Tuple, ast.List, ast.Set)) for c in node.comparators):
+            key = node.left.value
+        if isinstance(key, str):
+            found[key] = node.lineno
+    return found
+
+
+@pytest.mark.parametrize("module", WIRE_MODULES)
+def test_every_wire_key_read_is_one_the_pinned_server_writes(module):
+    """The modules that read the server's configs and states (plain dicts) name keys as strings: a mistyped one would
+    read nothing and say nothing. Each must be a JSON key of the pinned nats-server binary's types."""
+    from tests.pulumi_harness import ROOT
+    tags = {t.decode() for t in re.findall(rb'json:"([a-z_0-9]+)[,"]', open(nats_server_binary(), "rb").read())}
+    unknown = {k: line for k, line in _keys_read(ROOT / module).items() if k not in tags}
+    assert unknown == {}, f"{module}: keys the server never writes (line numbers): {unknown}"
