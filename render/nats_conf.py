@@ -28,6 +28,22 @@ TLS_DIR = "/etc/nats-tls"
 # JetStream limits; listen addresses and the server name are read once at start). A change to any of
 # them must restart the pod; everything else the reloader applies in place.
 RESTART_ONLY_OPTIONS = ("listen", "http", "server_name", "pid_file", "jetstream")
+# The cluster block joins them when there is one (a node must restart to join or leave a cluster).
+CLUSTER_OPTION = "cluster"
+
+
+# The chart's cluster port (nats-io/k8s helm/charts/nats files/config/cluster.yaml).
+CLUSTER_PORT = 6222
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """The cluster block: every node routes to every node (itself included, as the chart renders it), with
+    `no_advertise` (clients are given the Service, not the pods' addresses)."""
+    name: str
+    host: str
+    port: int
+    routes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class ConfLayout:
     # The auth file, relative to nats.conf's folder (the server resolves includes that way: conf/parse.go).
     auth_include: str = f"../{AUTH_DIR.rsplit('/', 1)[-1]}/{AUTH_FILE}"
     tls_dir: str = TLS_DIR
+    cluster: ClusterLayout | None = None
 
 
 def cluster_layout(settings: Settings) -> ConfLayout:
@@ -60,6 +77,8 @@ def nats_conf_options(settings: Settings, layout: ConfLayout) -> dict:
         "pid_file": layout.pid_file,
         "lame_duck_duration": "30s",
         "lame_duck_grace_period": "10s",
+        **({"cluster": {"name": layout.cluster.name, "listen": f"{layout.cluster.host}:{layout.cluster.port}",
+                        "no_advertise": True, "routes": list(layout.cluster.routes)}} if layout.cluster else {}),
         "jetstream": {
             "store_dir": layout.store_dir,
             "max_memory_store": settings.jetstream.memory_store.bytes,
@@ -81,8 +100,19 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     js = opts["jetstream"]
     lines = ["# Rendered by homelab-nats (render/nats_conf.py). Do not edit in place."]
     for key, value in opts.items():
-        if key != "jetstream":
+        if key not in ("jetstream", "cluster"):
             lines.append(f"{key}: {_value(value)}")
+    if "cluster" in opts:
+        c = opts["cluster"]
+        lines += ["# JetStream cluster: every node routes to every node (itself included).",
+                  "cluster {",
+                  f"  name: {_value(c['name'])}",
+                  f"  listen: {_value(c['listen'])}",
+                  "  no_advertise: true",
+                  "  routes: [",
+                  *(f"    {_value(route)}" for route in c["routes"]),
+                  "  ]",
+                  "}"]
     if settings.tls.enabled:
         lines += ["# Client TLS: plain connections are refused. The monitoring port stays HTTP (probes, exporter).",
                   "tls {",
@@ -107,5 +137,5 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
 def restart_checksum(settings: Settings, layout: ConfLayout) -> str:
     """A digest of the options that need a restart; it goes on the pod template as an annotation."""
     opts = nats_conf_options(settings, layout)
-    restart_only = {k: opts[k] for k in RESTART_ONLY_OPTIONS}
+    restart_only = {k: opts[k] for k in (*RESTART_ONLY_OPTIONS, CLUSTER_OPTION) if k in opts}
     return hashlib.sha256(json.dumps(restart_only, sort_keys=True).encode()).hexdigest()

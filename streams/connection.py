@@ -98,7 +98,8 @@ async def connect_once(server: str, timeout: float = 15.0):
         # max_reconnect_attempts times, sleeping reconnect_time_wait between rounds (nats/aio/client.py
         # _select_next_server; 0 means "never discard", the default 60 x 2 s): one retry, 0.2 s apart, so a server
         # that is down fails in well under a second instead of running into `timeout`.
-        nc = await asyncio.wait_for(nats.connect(server, connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False,
+        servers = [part.strip() for part in server.split(",") if part.strip()]   # a cluster: every node's URL
+        nc = await asyncio.wait_for(nats.connect(servers, connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False,
                                                  max_reconnect_attempts=1, reconnect_time_wait=0.2,
                                                  error_cb=on_error, **login_from_environment()), timeout)
         _REFUSALS[nc] = refused

@@ -119,7 +119,7 @@ class JetStreamClient:
                 try:
                     # nats-py keeps retrying the first connect when reconnects are unlimited: bound it here.
                     self._nc = await asyncio.wait_for(nats.connect(
-                        url, connect_timeout=max(0.5, min(2.0, deadline - time.monotonic())),
+                        [part.strip() for part in url.split(",")], connect_timeout=max(0.5, min(2.0, deadline - time.monotonic())),
                         allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                         error_cb=on_error, name="homelab-nats provider", **self.settings.connect_options()),
                         timeout=max(0.1, deadline - time.monotonic()))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from render.nats_conf import ConfLayout, render_nats_conf
+from render.nats_conf import ClusterLayout, ConfLayout, render_nats_conf
 from stack.settings import Settings
 
 
@@ -68,6 +68,21 @@ def local_layout(workdir: Path, *, host: str = "127.0.0.1", client_port: int | N
     return ConfLayout(host=host, client_port=client_port or free_port(host),
                       monitoring_port=monitoring_port or free_port(host), store_dir=str(workdir / "data"),
                       pid_file=str(workdir / "nats.pid"), server_name=server_name)
+
+
+def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1", client_port: int | None = None,
+                          monitoring_port: int | None = None, route_port: int | None = None,
+                          name: str = "homelab-local") -> list[ConfLayout]:
+    """`servers` nodes of one cluster on this machine: folders workdir/n0, n1, …, ports counted up from the given
+    ones (free ones when not given), every node routing to every node on loopback."""
+    def ports(first: int | None) -> list[int]:
+        return [first + i for i in range(servers)] if first else [free_port(host) for _ in range(servers)]
+    clients, monitors, routes = ports(client_port), ports(monitoring_port), ports(route_port)
+    urls = tuple(f"nats-route://{host}:{p}" for p in routes)
+    return [ConfLayout(host=host, client_port=clients[i], monitoring_port=monitors[i],
+                       store_dir=str(workdir / f"n{i}" / "data"), pid_file=str(workdir / f"n{i}" / "nats.pid"),
+                       server_name=f"n{i}", cluster=ClusterLayout(name, host, routes[i], urls))
+            for i in range(servers)]
 
 
 @dataclass
@@ -169,6 +184,45 @@ def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait:
             server.kill()
             raise
     return server
+
+
+def start_cluster(settings: Settings, layouts: list[ConfLayout], workdir: Path, timeout: float = 60.0
+                  ) -> list[LocalServer]:
+    """Start every node of a local cluster, then wait until it has a meta leader and every node answers plain
+    `/healthz` (a node with an empty log votes only when all of them are up: start them together)."""
+    servers: list[LocalServer] = []
+    try:
+        for layout in layouts:
+            servers.append(start_server(settings, layout, workdir / str(layout.server_name), wait=False))
+        wait_cluster_ready(servers, timeout)
+    except Exception:
+        for server in servers:
+            server.kill()
+        raise
+    return servers
+
+
+def wait_cluster_ready(servers: list[LocalServer], timeout: float = 60.0) -> str:
+    """Wait for a meta leader every node agrees on and plain `/healthz` 200 on every node (every stream and
+    consumer replica current: clustering.md, the gate for a rolling restart). Returns the leader's name."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            leaders: set[str] = set()
+            for server in servers:
+                if server.process.poll() is not None:
+                    raise LocalServerError(f"nats-server {server.layout.server_name} exited: {server.log_tail()}")
+                with urllib.request.urlopen(server.monitoring_url + "/healthz", timeout=2):
+                    pass
+                leaders.add(str((server.monitor("/jsz").get("meta_cluster") or {}).get("leader") or ""))
+            if len(leaders) == 1 and "" not in leaders:
+                return leaders.pop()
+            last = f"meta leaders seen: {sorted(map(str, leaders))}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise LocalServerError(f"the cluster was not ready after {timeout}s ({last})")
 
 
 class WorkdirLock:
