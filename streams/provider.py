@@ -1,8 +1,9 @@
 """The dynamic providers behind `Stream` and `Consumer`: check and diff are offline and pure
-(preview in CI cannot reach the homelab); create, read, update and delete execute the plan from
-`streams.plan` through `streams.jetstream`, after `streams.safety` says what the step would lose.
+(preview in CI cannot reach the homelab); create, read, update and delete read the facts from the server through
+`streams.jetstream` and carry out what `streams.decisions` decides (from the plan of `streams.plan` and what
+`streams.safety` says the step would lose).
 
-Safety rules, in one place (the README's "No data loss by surprise" says the same for users):
+The safety rules those decisions follow (the README's "No data loss by surprise" says the same for users):
 - Nothing that deletes messages or a consumer's progress runs unless the declaration says
   `allowDataLoss: true`: the refusal says what would be lost, and nothing is changed.
 - Replacements (a field the server cannot change) happen create-before-delete in the engine's eyes:
