@@ -15,9 +15,13 @@ from pathlib import Path
 import nats
 import nats.errors
 
+from streams.backup.folder import FolderStore
 from streams.backup.s3 import BackupRef, BackupStore, new_backup_id
 from streams.backup.snapshot import SnapshotError, restore, snapshot
 from streams.connection import close_quietly
+
+# Where backups go: an S3 bucket, or a plain folder in the nats CLI's layout (the same operations).
+Store = BackupStore | FolderStore
 
 Progress = Callable[[int], None]
 
@@ -54,7 +58,7 @@ async def stream_names(nc) -> list[str]:
     return json.loads(msg.data).get("streams") or []
 
 
-async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progress | None = None,
+async def backup_stream(nc, store: Store, stream: str, *, progress: Progress | None = None,
                         backup_id: str | None = None) -> BackupRef:
     info = await stream_info(nc, stream)
     if info is None:
@@ -87,7 +91,7 @@ async def backup_stream(nc, store: BackupStore, stream: str, *, progress: Progre
         raise
 
 
-async def restore_backup(nc, store: BackupStore, ref: BackupRef, *, name: str | None = None,
+async def restore_backup(nc, store: Store, ref: BackupRef, *, name: str | None = None,
                          subjects: list[str] | None = None, progress: Progress | None = None) -> dict:
     meta = store.read_meta(ref)
     target = name or meta.config["name"]
@@ -142,7 +146,7 @@ class VerifyReport:
         return all(expected == found for _, expected, found in self.checks)
 
 
-async def verify_backup(store: BackupStore, ref: BackupRef, *, progress: Progress | None = None) -> VerifyReport:
+async def verify_backup(store: Store, ref: BackupRef, *, progress: Progress | None = None) -> VerifyReport:
     """Restore the backup into a scratch local nats-server (never the live one) and compare what the
     server rebuilt with backup.json's state."""
     from stack.settings import load_settings

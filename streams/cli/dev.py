@@ -74,6 +74,7 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
 
     from streams.jetstream import close_all_clients
     from streams.local.apply import apply_catalog, undeclared  # the providers (and Pulumi's SDK) only for `dev`
+    from streams.local.grow import grow, needs_growing
     from streams.local.users import AUTH_FOLDER, write_local_auth
 
     settings = stack.settings
@@ -96,6 +97,10 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
         for each in servers:
             running_servers.callback(each.stop)
         try:
+            if cluster and needs_growing(workdir):
+                # The single server's streams come into the cluster by snapshot and restore, never by restarting
+                # it with a cluster block (that deletes them: streams/local/grow.py).
+                grow(settings, workdir, urls, login=login)
             applied = apply_catalog(catalog, server.client_url, jetstream_servers=len(servers), login=login,
                                     buckets=buckets)
             leftovers = undeclared(catalog, server.client_url, login=login, buckets=buckets)

@@ -160,3 +160,109 @@ def test_make_dev_runs_the_homelab_as_a_three_node_cluster(tmp_path):
 def _free_run(first: int, count: int) -> bool:
     from streams.local.server import port_is_free
     return first + count < 65535 and all(port_is_free("127.0.0.1", first + i) for i in range(count))
+
+
+def test_make_dev_grows_the_single_servers_data_into_the_cluster_without_losing_a_message(tmp_path):
+    """The guide's streams on the single local server, a consumer part way through; then `make dev --servers 3`:
+    every message at its sequence, the consumer's ack floor, and the single server's folder as it was."""
+    import subprocess
+    import sys
+
+    from streams.local.grow import GROW_FOLDER, GrowState, needs_growing
+    from streams.local.server import free_port
+    from tests.provider_harness import RawJetStream
+    from tests.pulumi_harness import ROOT
+    from tests.streams.test_data_loss import fetch_and_ack
+
+    def dev(*extra):
+        return subprocess.run([sys.executable, "-m", "streams", "dev", "--once", "--data-dir", str(tmp_path / "dev"),
+                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    single_ports = ["--port", str(free_port()), "--http-port", str(free_port())]
+    first = dev(*single_ports)
+    assert first.returncode == 0, first.stderr
+    with start_server(load_settings({}), _single_layout(tmp_path / "dev"), tmp_path / "dev") as single:
+        raw = RawJetStream(single.client_url)
+        raw.publish("sensors.temperature.room1", [b"t%d" % i for i in range(40)])
+        raw.publish("logs.app", [b"l"] * 7)
+        fetch_and_ack(single.client_url, "iot-sensors", "processor", 15)
+        before = {name: raw.stream(name)["state"] for name in ("iot-sensors", "app-logs")}
+        floor = raw.consumer("iot-sensors", "processor")["ack_floor"]["stream_seq"]
+    single_files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "dev" / "data").rglob("*") if p.is_file())
+    assert needs_growing(tmp_path / "dev")
+
+    base = {name: free_port() for name in ("port", "http", "route")}
+    while any(not _free_run(base[k], 3) for k in base):
+        base = {name: free_port() for name in ("port", "http", "route")}
+    grown = dev("--servers", "3", "--port", str(base["port"]), "--http-port", str(base["http"]),
+                "--route-port", str(base["route"]))
+    assert grown.returncode == 0, grown.stderr
+    assert "grow: snapshotted iot-sensors" in grown.stdout and "grow: restored iot-sensors" in grown.stdout
+    state = GrowState.load(tmp_path / "dev" / GROW_FOLDER / "state.json")
+    assert not needs_growing(tmp_path / "dev") and set(state.restored) >= {"iot-sensors", "app-logs"}
+    # The single server's folder is untouched (its copy is the way back).
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "dev" / "data").rglob("*") if p.is_file()) == single_files
+
+    layouts = local_cluster_layouts(tmp_path / "dev", 3, client_port=base["port"], monitoring_port=base["http"],
+                                    route_port=base["route"])
+    servers = start_cluster(load_settings({}), layouts, tmp_path / "dev")
+    try:
+        raw = RawJetStream(servers[1].client_url)
+        for name, state_before in before.items():
+            after = raw.stream(name)["state"]
+            assert {k: after[k] for k in ("messages", "bytes", "first_seq", "last_seq")} == \
+                {k: state_before[k] for k in ("messages", "bytes", "first_seq", "last_seq")}, name
+        assert raw.consumer("iot-sensors", "processor")["ack_floor"]["stream_seq"] == floor
+        assert raw.consumer("iot-sensors", "processor")["num_pending"] == 40 - floor
+        # The memory stream (gone with the single server's restart already) is declared again by the catalog.
+        assert raw.stream("events")["config"]["storage"] == "memory"
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _single_layout(workdir):
+    from streams.local.server import local_layout
+    return local_layout(workdir)
+
+
+@pytest.mark.parametrize("state, step", [
+    ({}, ("snapshot", None)),
+    ({"snapshotted": [], "memory": ["events"]}, ("done", None)),
+    ({"snapshotted": ["a", "b"]}, ("restore", "a")),
+    ({"snapshotted": ["a", "b"], "restored": ["a"]}, ("restore", "b")),
+    ({"snapshotted": ["a", "b"], "restored": ["a", "b"]}, ("done", None)),
+])
+def test_the_grow_steps(state, step):
+    from streams.local.grow import GrowState, next_step
+    assert next_step(GrowState(**state)) == step
+
+
+@pytest.mark.parametrize("stop_after", ["grow: snapshotted app-logs", "grow: restored app-logs"])
+def test_an_interrupted_grow_resumes_and_loses_nothing(tmp_path, stop_after):
+    """Ctrl-C in the middle (after the snapshots, or after the first restore): the recorded state resumes it, every
+    stream comes into the cluster once, whole."""
+    from streams.local.grow import grow
+    from streams.local.server import local_layout
+    from tests.provider_harness import RawJetStream
+    settings = load_settings({})
+    with start_server(settings, local_layout(tmp_path), tmp_path) as single:
+        raw = RawJetStream(single.client_url)
+        for name, n in (("app-logs", 5), ("iot-sensors", 9)):
+            raw.api(f"$JS.API.STREAM.CREATE.{name}", {"name": name, "subjects": [f"{name}.>"]})
+            raw.publish(f"{name}.x", [b"m"] * n)
+    servers = start_cluster(settings, local_cluster_layouts(tmp_path, 3), tmp_path)
+    urls = ",".join(s.client_url for s in servers)
+    try:
+        def interrupt(line):
+            if line.startswith(stop_after):
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            grow(settings, tmp_path, urls, say=interrupt)
+        said = []
+        state = grow(settings, tmp_path, urls, say=said.append)
+        assert sorted(state.restored) == ["app-logs", "iot-sensors"]
+        raw = RawJetStream(servers[0].client_url)
+        assert raw.stream("app-logs")["state"]["messages"] == 5 and raw.stream("iot-sensors")["state"]["messages"] == 9
+    finally:
+        for server in servers:
+            server.stop()
