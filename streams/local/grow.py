@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nats
+import nats.errors
 
 from stack.settings import Settings
 from streams.backup.folder import FolderStore
-from streams.backup.service import backup_stream, restore_backup, stream_info, stream_names
+from streams.backup.service import BackupError, backup_stream, restore_backup, stream_info, stream_names
 from streams.local.server import local_layout, start_server
 
 GROW_FOLDER = "grow"
@@ -116,12 +117,26 @@ async def _snapshot_all(url: str, store: FolderStore, say) -> tuple[list[str], l
         await nc.close()
 
 
+# Right after an election a new cluster may answer a create with "no suitable peers", or not at all
+# (clustering.md, measured): a restore is asked again for this long. restore_backup removes a half-restored stream.
+RESTORE_RETRY_SECONDS = 60.0
+
+
 async def _restore(url: str, store: FolderStore, name: str, say, login: tuple[str, str] | None) -> None:
     credentials = {"user": login[0], "password": login[1]} if login else {}
-    nc = await nats.connect(url.split(","), **credentials)
-    try:
-        if await stream_info(nc, name) is None:   # restored before an interruption: nothing to do
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESTORE_RETRY_SECONDS
+    while True:
+        nc = await nats.connect(url.split(","), **credentials)
+        try:
+            if await stream_info(nc, name) is not None:   # restored before an interruption: nothing to do
+                return
             info = await restore_backup(nc, store, store.find(name))
             say(f"grow: restored {name} into the cluster ({info['state']['messages']} messages)")
-    finally:
-        await nc.close()
+            return
+        except (TimeoutError, BackupError, nats.errors.Error):
+            if loop.time() > deadline:
+                raise
+        finally:
+            await nc.close()
+        await asyncio.sleep(1.0)

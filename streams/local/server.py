@@ -75,8 +75,19 @@ def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1
                           name: str = "homelab-local") -> list[ConfLayout]:
     """`servers` nodes of one cluster on this machine: folders workdir/n0, n1, …, ports counted up from the given
     ones (free ones when not given), every node routing to every node on loopback."""
+    taken: set[int] = set()
+
     def ports(first: int | None) -> list[int]:
-        return [first + i for i in range(servers)] if first else [free_port(host) for _ in range(servers)]
+        if first:
+            chosen = [first + i for i in range(servers)]
+        else:   # free ones, and none twice (the system may hand the same free port out again)
+            chosen = []
+            while len(chosen) < servers:
+                port = free_port(host)
+                if port not in taken and port not in chosen:
+                    chosen.append(port)
+        taken.update(chosen)
+        return chosen
     clients, monitors, routes = ports(client_port), ports(monitoring_port), ports(route_port)
     urls = tuple(f"nats-route://{host}:{p}" for p in routes)
     return [ConfLayout(host=host, client_port=clients[i], monitoring_port=monitors[i],

@@ -98,7 +98,12 @@ def test_an_r3_stream_keeps_every_acked_message_when_a_node_is_killed(cluster, v
         nc = await nats.connect(urls)
         try:
             js = nc.jetstream()
-            await js.add_stream(name="R3", subjects=["r3.>"], num_replicas=3, duplicate_window=60)
+            for _ in range(60):   # right after an election: "no suitable peers", or no answer (clustering.md)
+                try:
+                    await js.add_stream(name="R3", subjects=["r3.>"], num_replicas=3, duplicate_window=60)
+                    break
+                except (TimeoutError, nats.errors.Error):
+                    await asyncio.sleep(0.5)
             return (await js.stream_info("R3")).cluster.leader
         finally:
             await nc.close()
