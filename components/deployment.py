@@ -17,9 +17,9 @@ from pulumi.runtime.settings import monitor_supports_feature
 from components.kube import declare
 from render import backup_job, manifests, memory_streams
 from render.auth_conf import render_auth_conf
-from render.nats_conf import AUTH_FILE
+from render.nats_conf import AUTH_FILE, has_auth_file
 from stack.settings import Settings
-from stack.users import NATS_BOX, ServerUser
+from stack.users import NATS_BOX, SYSTEM, ServerUser
 
 
 @dataclass
@@ -44,11 +44,11 @@ class NatsDeployment(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.users = None
         server_opts = in_ns
-        if s.auth.enabled:
+        if has_auth_file(s):   # the users when auth is on; a cluster's system user always
             self.users = NatsUsers(f"{name}-users", NatsUsersArgs(s, args.users, args.admin_password), in_ns)
             server_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.users.auth_secret])
         self.server = NatsServer(f"{name}-server", NatsServerArgs(settings=s), server_opts)
-        box_password = self.users.passwords[NATS_BOX] if self.users else None
+        box_password = self.users.passwords[NATS_BOX] if self.users and s.auth.enabled else None
         self.nats_box = NatsBox(f"{name}-box", NatsBoxArgs(settings=s, password=box_password, catalog=args.catalog),
                                 pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.server]))
         self.volume_snapshots = None
@@ -165,7 +165,15 @@ class NatsUsers(pulumi.ComponentResource):
             self.user_secrets[user.name] = declare(k8s.core.v1.Secret, f"{name}-{user.name}", secret, child)
         self.passwords = passwords
         users = args.users
-        content = pulumi.Output.all(**passwords).apply(lambda pw: render_auth_conf(users, pw))
+        system = None
+        if s.replicas > 1:   # the cluster's operator (peer removal), in the system account
+            system = pulumi_random.RandomPassword(f"{name}-{SYSTEM}-password", length=32, special=False,
+                                                  opts=child).result
+            secret = manifests.user_secret(s, ServerUser(SYSTEM))
+            secret["stringData"] = {**secret["stringData"], "NATS_PASSWORD": pulumi.Output.secret(system)}
+            self.user_secrets[SYSTEM] = declare(k8s.core.v1.Secret, f"{name}-{SYSTEM}", secret, child)
+        content = pulumi.Output.all(pulumi.Output.from_input(system), pulumi.Output.all(**passwords)).apply(
+            lambda values: render_auth_conf(users, values[1], system_password=values[0]))
         self.auth_secret = declare(k8s.core.v1.Secret, f"{name}-auth", {
             **manifests.auth_secret(s), "stringData": {AUTH_FILE: pulumi.Output.secret(content)}}, child)
         self.register_outputs({"authSecret": self.auth_secret.metadata["name"]})

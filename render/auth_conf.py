@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stack.users import ServerUser
+from stack.users import ANONYMOUS, SYSTEM, SYSTEM_ACCOUNT, ServerUser
 
 
 def _conf_string(text: str) -> str:
@@ -31,13 +31,22 @@ def _conf_value(value: Any) -> str:
     return _conf_string(str(value))
 
 
-def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str]) -> str:
+def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], *,
+                     system_password: str | None = None) -> str:
     """The file nats.conf includes when auth is on: `authorization { users: [...] }` with each user's password
     and permissions. It is the content of a Secret, never of the ConfigMap, and it is one file on purpose: the
     server refuses a config whose included variables are unused or missing, so passwords kept apart from the
-    users would make every added or removed user a window in which a reload (or a restart) fails."""
+    users would make every added or removed user a window in which a reload (or a restart) fails.
+
+    With `system_password` (a cluster) the system account gets its user, `sys`. Without any users (auth off) the
+    server would then refuse clients that bring no credentials: they log in as `anonymous` of the global account,
+    with every permission, as they did before (nats-server opts.go no_auth_user; the streams stay where they are,
+    in the global account)."""
+    users = list(users)
     lines = ["# Rendered by homelab-nats (render/auth_conf.py): users, passwords, permissions. A Secret.",
              "authorization {", "  users: ["]
+    if not users and system_password is not None:
+        lines.append(f"    {{user: {_conf_string(ANONYMOUS)}}}")
     for user in users:
         if user.name not in passwords:
             raise ValueError(f"no password for NATS user {user.name!r}")
@@ -45,4 +54,12 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str]) 
         if user.permissions is not None:
             entry += f", permissions: {_conf_value(user.permissions)}"
         lines.append(entry + "}")
-    return "\n".join(lines + ["  ]", "}"]) + "\n"
+    lines += ["  ]", "}"]
+    if not users and system_password is not None:
+        lines.append(f"no_auth_user: {_conf_string(ANONYMOUS)}")
+    if system_password is not None:
+        lines += ["# The system account: peer removal and server-wide requests ($SYS), for the cluster's operator.",
+                  f"accounts {{ {SYSTEM_ACCOUNT}: {{ users: [{{user: {_conf_string(SYSTEM)}, "
+                  f"password: {_conf_string(system_password)}}}] }} }}",
+                  f"system_account: {SYSTEM_ACCOUNT}"]
+    return "\n".join(lines) + "\n"

@@ -11,12 +11,16 @@ from pathlib import Path
 
 from render.nats_conf import (
     AUTH_DIR,
+    CLUSTER_PORT,
     CONFIG_DIR,
     CONFIG_FILE,
+    HEADLESS_SERVICE,
     PID_DIR,
     PID_FILE,
+    STATEFUL_SET,
     TLS_DIR,
     cluster_layout,
+    has_auth_file,
     render_nats_conf,
     restart_checksum,
 )
@@ -25,9 +29,8 @@ from stack.settings import Settings, Tls
 from stack.users import NATS_BOX as NATS_BOX_USER
 from stack.users import ServerUser, secret_name
 
-NAME = "nats"
+NAME = STATEFUL_SET
 CONFIG_MAP = "nats-config"
-HEADLESS_SERVICE = "nats-headless"
 JS_VOLUME = "nats-js"
 NATS_BOX = "nats-box"
 NATS_BOX_CONTEXTS = "nats-box-contexts"
@@ -89,7 +92,8 @@ def _nats_container(settings: Settings) -> dict:
         "imagePullPolicy": "IfNotPresent",
         "args": ["--config", CONFIG_FILE],
         "ports": [{"name": "nats", "containerPort": settings.ports.client, "protocol": "TCP"},
-                  {"name": "monitor", "containerPort": settings.ports.monitoring, "protocol": "TCP"}],
+                  {"name": "monitor", "containerPort": settings.ports.monitoring, "protocol": "TCP"}]
+        + ([{"name": "cluster", "containerPort": CLUSTER_PORT, "protocol": "TCP"}] if settings.replicas > 1 else []),
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "SERVER_NAME", "value": "$(POD_NAME)"},
                 {"name": "GOMEMLIMIT", "value": settings.go_mem_limit_text}],
@@ -109,7 +113,7 @@ def _nats_container(settings: Settings) -> dict:
 
 
 def _auth_mounts(settings: Settings) -> list[dict]:
-    mounts = [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}] if settings.auth.enabled else []
+    mounts = [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}] if has_auth_file(settings) else []
     if settings.tls.enabled:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     return mounts
@@ -259,8 +263,9 @@ def stateful_set(settings: Settings) -> dict:
                     "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}},
                                 {"name": "pid", "emptyDir": {}}]
                     + ([{"name": "auth", "secret": {"secretName": AUTH_SECRET, "defaultMode": 0o440}}]
-                       if settings.auth.enabled else [])
+                       if has_auth_file(settings) else [])
                     + ([tls_volume(settings)] if settings.tls.enabled else []),
+                    **({"topologySpreadConstraints": topology_spread(settings)} if settings.replicas > 1 else {}),
                 },
             },
             "volumeClaimTemplates": [{
@@ -270,6 +275,21 @@ def stateful_set(settings: Settings) -> dict:
             }],
         },
     }
+
+
+def topology_spread(settings: Settings) -> list[dict]:
+    """The pods evenly over the Kubernetes nodes (the chart leaves this empty: values.yaml). nodeTaintsPolicy Honor:
+    a tainted node (a control plane) is no domain the pods must balance over, or DoNotSchedule could leave a pod
+    Pending forever. On one node every pod runs there (one domain has no skew)."""
+    return [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+             "whenUnsatisfiable": "DoNotSchedule" if settings.cluster.spread == "required" else "ScheduleAnyway",
+             "nodeTaintsPolicy": "Honor", "labelSelector": {"matchLabels": selector_labels("nats")}}]
+
+
+def cluster_port(settings: Settings) -> list[dict]:
+    """The route port, between the pods (through the headless Service), never on the load balancer."""
+    return [{"name": "cluster", "port": CLUSTER_PORT, "targetPort": "cluster", "protocol": "TCP",
+             "appProtocol": "tcp"}] if settings.replicas > 1 else []
 
 
 def _service_ports(settings: Settings) -> list[dict]:
@@ -285,7 +305,8 @@ def headless_service(settings: Settings) -> dict:
                "protocol": "TCP", "appProtocol": "http"}
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(settings, HEADLESS_SERVICE, "nats"),
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                     "selector": selector_labels("nats"), "ports": _service_ports(settings) + [metrics]}}
+                     "selector": selector_labels("nats"),
+                     "ports": _service_ports(settings) + [metrics] + cluster_port(settings)}}
 
 
 def pod_monitor(settings: Settings) -> dict:

@@ -62,10 +62,37 @@ class ConfLayout:
     cluster: ClusterLayout | None = None
 
 
+# The StatefulSet and its headless Service (render/manifests.py names them from these): pod DNS names are
+# <statefulset>-<ordinal>.<headless service>, as the chart's routes are (nats-io/k8s helm/charts/nats
+# files/config/cluster.yaml; test/config_test.go TestConfigJetStreamCluster).
+STATEFUL_SET = "nats"
+HEADLESS_SERVICE = "nats-headless"
+
+
+def cluster_routes(settings: Settings) -> tuple[str, ...]:
+    """Every pod's route URL, its own included (the server skips a route to itself)."""
+    return tuple(f"nats://{STATEFUL_SET}-{i}.{HEADLESS_SERVICE}:{CLUSTER_PORT}" for i in range(settings.replicas))
+
+
 def cluster_layout(settings: Settings) -> ConfLayout:
+    """The layout inside the pod: every address, the store on the volume, the server name from the pod name, and a
+    cluster block when there is more than one node (named after the StatefulSet, as the chart names it)."""
+    cluster = ClusterLayout(STATEFUL_SET, "0.0.0.0", CLUSTER_PORT, cluster_routes(settings)) \
+        if settings.replicas > 1 else None
     return ConfLayout(host="0.0.0.0", client_port=settings.ports.client,
                       monitoring_port=settings.ports.monitoring, store_dir=settings.jetstream.store_dir,
-                      pid_file=PID_FILE, server_name=None)
+                      pid_file=PID_FILE, server_name=None, cluster=cluster)
+
+
+def includes_auth(settings: Settings, layout: ConfLayout) -> bool:
+    """Whether nats.conf includes the auth file: the users when auth is on, and a cluster's system user always
+    (render/auth_conf.py)."""
+    return bool(settings.auth.enabled) or layout.cluster is not None
+
+
+def has_auth_file(settings: Settings) -> bool:
+    """Whether the deployment has the auth Secret (the same rule, for the pod's layout)."""
+    return includes_auth(settings, cluster_layout(settings))
 
 
 def nats_conf_options(settings: Settings, layout: ConfLayout) -> dict:
@@ -120,7 +147,7 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
                   f"  key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
                   "  timeout: 2",
                   "}"]
-    if settings.auth.enabled:
+    if includes_auth(settings, layout):
         lines += ["# Users, passwords and permissions: a Secret (stack/users.py). Reloaded when it changes.",
                   f"include {json.dumps(layout.auth_include)}"]
     lines += [

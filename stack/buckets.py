@@ -249,5 +249,5 @@ def load_all_buckets(raw: Mapping[str, Any], *, streams=(), max_replicas: int = 
                *load_buckets(raw.get("objectStores"), OBJECT_STORE, max_replicas=max_replicas))
     check_collisions(streams, buckets)
     if store_limits:
-        _check_store_reservations([*streams, *buckets], store_limits)
+        _check_store_reservations([*streams, *buckets], store_limits, servers=max_replicas)
     return buckets

@@ -583,7 +583,7 @@ def load_catalog(streams: Any, *, max_replicas: int = 1,
                                            f"{sb!r} overlaps {sa!r} of stream {a.name!r}; the server refuses "
                                            "two streams capturing the same subject")
     if store_limits:
-        _check_store_reservations(specs, store_limits)
+        _check_store_reservations(specs, store_limits, servers=max_replicas)
     return tuple(specs)
 
 
@@ -596,21 +596,26 @@ class Reserving(Protocol):
     def config(self) -> dict: ...
 
 
-def _check_store_reservations(specs: Sequence[Reserving], store_limits: Mapping[str, int]) -> None:
-    """A stream's maxBytes is reserved in its store when it is created; the server refuses a stream whose
-    reservation does not fit (10047, insufficient storage resources)."""
+def _check_store_reservations(specs: Sequence[Reserving], store_limits: Mapping[str, int], *,
+                              servers: int = 1) -> None:
+    """A stream's maxBytes is reserved in its store when it is created, on every node that holds a replica; the
+    server refuses a stream whose reservation does not fit (10047, insufficient storage resources). The store
+    limits are per node: `servers` nodes hold `servers` times the store, and a stream of R replicas takes R times
+    its maxBytes (with R equal to the node count every node holds every stream)."""
     used = {"file": 0, "memory": 0}
     for spec in specs:
         storage, max_bytes = spec.config.get("storage", "file"), spec.config.get("max_bytes", -1)
         if max_bytes <= 0 or storage not in store_limits:
             continue
-        used[storage] += max_bytes
-        if used[storage] > store_limits[storage]:
+        replicas = max(1, spec.config.get("num_replicas", 1))
+        used[storage] += max_bytes * replicas
+        if used[storage] > store_limits[storage] * servers:
             key = "jetstream.fileStore" if storage == "file" else "jetstream.memoryStore"
+            nodes = f"; {servers} nodes hold {servers} times that, each replica takes maxBytes" if servers > 1 else ""
             raise CatalogError(stream_where(spec.name), "maxBytes",
                                f"the {storage} streams' maxBytes add up to {used[storage]} bytes, more than the "
-                               f"{storage} store ({store_limits[storage]} bytes, homelab-nats:{key}); lower maxBytes "
-                               "or grow the store")
+                               f"{storage} store ({store_limits[storage]} bytes per node, homelab-nats:{key}{nodes}); "
+                               "lower maxBytes or grow the store")
 
 
 def catalog_warnings(specs: tuple[StreamSpec, ...], *, jetstream_servers: int = 1) -> list[str]:

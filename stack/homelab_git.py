@@ -123,3 +123,7 @@ def with_sharing_key(manifest: Mapping, key: str) -> dict:
     meta = dict(manifest["metadata"])
     meta["annotations"] = {**(meta.get("annotations") or {}), SHARING_ANNOTATION: key}
     return {**manifest, "metadata": meta}
+
+# One Kubernetes node: README.md of the homelab's Git, both eras ("Single-node cluster (assumes K3s)", l.20), and the
+# one cluster folder clusters/um890/ (a Minisforum UM890 Pro). A NATS cluster there shares that node's fate.
+HOMELAB_KUBERNETES_NODES = 1

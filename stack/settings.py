@@ -16,6 +16,7 @@ from typing import Any
 
 from stack.cron import cron_problem
 from stack.errors import SettingsError, config_key
+from stack.homelab_git import HOMELAB_KUBERNETES_NODES
 from stack.quantities import (
     Quantity,
     QuantityError,
@@ -186,6 +187,25 @@ class Images:
         return tag.split("-", 1)[0]
 
 
+# What a cluster grown from a running standalone server must say about that server's streams (clustering.md: a
+# standalone server restarted with a cluster block deletes every stream it holds 30 s after it joins).
+STANDALONE_STREAMS = ("snapshotted", "none")
+SPREAD = ("required", "preferred")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """More than one JetStream node (homelab-nats:replicas > 1)."""
+    # snapshotted: `python -m streams cluster grow` took every stream of the standalone server (it restores them);
+    # none: there is no standalone server with streams (a new deployment). Required when replicas > 1.
+    standalone_streams: str | None = None
+    # Pods spread evenly over Kubernetes nodes (maxSkew 1): required (DoNotSchedule) or preferred (ScheduleAnyway).
+    # On one node both let every pod run there: one domain has no skew.
+    spread: str = "required"
+    # How many Kubernetes nodes the pods can spread over (the homelab's Git: one, stack/homelab_git.py).
+    kubernetes_nodes: int = HOMELAB_KUBERNETES_NODES
+
+
 @dataclass(frozen=True)
 class Settings:
     namespace: str
@@ -203,6 +223,7 @@ class Settings:
     tls: Tls = field(default_factory=Tls)
     auth: Any = None            # stack.users.Auth (users and permissions; off unless enabled)
     admin_user: str = ADMIN     # the provider's user when auth is on (homelab-nats:natsUser)
+    cluster: Cluster = field(default_factory=Cluster)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -212,7 +233,7 @@ class Settings:
 
 BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth", "tls") + CATALOG_KEYS + BACKUP_SECRET_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth", "tls", "cluster") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -590,6 +611,30 @@ def _tls(raw: Mapping[str, Any]) -> Tls:
                issuer_name=name, issuer_kind=kind, extra_dns_names=tuple(n.lower() for n in names), trust=trust)
 
 
+def _cluster(raw: Mapping[str, Any], replicas: int) -> Cluster:
+    sec = _section(raw, "cluster", ("standaloneStreams", "spread", "kubernetesNodes"))
+    d = Cluster()
+    standalone = sec.get("standaloneStreams")
+    if standalone is not None and standalone not in STANDALONE_STREAMS:
+        raise SettingsError(f"{config_key('cluster.standaloneStreams')}: {standalone!r} is not one of "
+                            f"{', '.join(STANDALONE_STREAMS)}")
+    if replicas > 1 and standalone is None:
+        raise SettingsError(
+            f"{config_key('replicas')}: {replicas} JetStream nodes need {config_key('cluster.standaloneStreams')}. "
+            "A server that ran standalone and restarts with a cluster block deletes every stream it holds 30 s after "
+            "it joins (nats-server checkForOrphans). Growing the running server: run `python -m streams cluster grow` "
+            "first; it snapshots every stream and tells you to set it to snapshotted, then restores them into the "
+            "cluster after `pulumi up` (README, \"Growing to three nodes\"). A new deployment with no standalone data: "
+            "set it to none")
+    spread = sec.get("spread", d.spread)
+    if spread not in SPREAD:
+        raise SettingsError(f"{config_key('cluster.spread')}: {spread!r} is not one of {', '.join(SPREAD)}: required "
+                            "keeps two NATS pods off one Kubernetes node, preferred allows it when nodes are short")
+    return Cluster(standalone_streams=standalone, spread=spread,
+                   kubernetes_nodes=_whole_number(sec.get("kubernetesNodes", d.kubernetes_nodes),
+                                                  "cluster.kubernetesNodes", minimum=1))
+
+
 def backup_credentials_warning(settings: Settings, present: set[str] | frozenset[str]) -> str | None:
     """Backups are on but their S3 keys are not (all) set: the CronJob waits for them. A warning, not an
     error: a fresh clone must preview and deploy before anyone has made the keys."""
@@ -625,7 +670,24 @@ def _warnings(s: Settings) -> tuple[str, ...]:
             "max_memory_store caps stream data, not process memory, so memory-storage streams that fill "
             "up can get the pod OOM-killed. Raise resources.limits.memory above the memory store (e.g. "
             "1536Mi for a 1Gi store) or lower jetstream.memoryStore (e.g. 256Mi).")
+    warnings += cluster_warnings(s)
     return tuple(warnings)
+
+
+def cluster_warnings(s: Settings) -> list[str]:
+    """A cluster that stands, but not as well as its node count suggests."""
+    out = []
+    if s.replicas > 1 and s.replicas % 2 == 0:
+        out.append(f"{config_key('replicas')}: {s.replicas} JetStream nodes need {s.replicas // 2 + 1} up for a meta "
+                   f"leader, as {s.replicas + 1} would: the extra node adds no fault tolerance. Use "
+                   f"{s.replicas - 1} or {s.replicas + 1}")
+    if s.replicas > 1 and s.cluster.kubernetes_nodes < s.replicas:
+        out.append(f"{config_key('replicas')}: {s.replicas} NATS pods on {s.cluster.kubernetes_nodes} Kubernetes "
+                   f"node(s) ({config_key('cluster.kubernetesNodes')}; the homelab's Git runs one): a node loss is "
+                   "then a cluster loss, and the replicas protect against a pod's or a volume's failure only. The pods "
+                   "spread over nodes as nodes are added (a restart moves them); set the count here when you add "
+                   "them")
+    return out
 
 
 def load_settings(raw: Mapping[str, Any]) -> Settings:
@@ -636,9 +698,6 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
                             f"{', '.join(_TOP_LEVEL_KEYS)}")
     resources = _resources(raw)
     replicas = _whole_number(raw.get("replicas", 1), "replicas", minimum=1)
-    if replicas != 1:
-        raise SettingsError(f"{config_key('replicas')}: only 1 is supported for now (a single JetStream "
-                            f"node, as the guide runs); clustering is not built yet, got {replicas}")
     settings = Settings(
         namespace=_str(raw.get("namespace", "nats"), "namespace", _DNS_LABEL,
                        "a namespace name (lowercase letters, digits and '-', at most 63 characters)"),
@@ -654,6 +713,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         backups=_backups(raw),
         monitoring=_monitoring(raw),
         tls=_tls(raw),
+        cluster=_cluster(raw, replicas),
     )
     admin_user = _as_text(raw.get("natsUser")) or ADMIN
     auth = parse_auth(raw.get("auth"), admin=str(admin_user))

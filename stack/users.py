@@ -48,7 +48,14 @@ ADMIN = "admin"
 BACKUP = "backup"
 MONITOR = "monitor"
 NATS_BOX = "nats-box"
-BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX)
+# A cluster's operator user, in the system account: removing a peer ($JS.API.SERVER.REMOVE) is answered there
+# only (clustering.md). Its password is in the Secret nats-user-sys; nothing else logs in as it.
+SYSTEM = "sys"
+SYSTEM_ACCOUNT = "SYS"
+# With auth off, a cluster's nats.conf still has the system user; the server then wants every client to log in,
+# so clients without credentials become this user of the global account (no_auth_user), as they were before.
+ANONYMOUS = "anonymous"
+BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX, SYSTEM, ANONYMOUS)
 # User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
 # A user's name is a Kubernetes Secret name (nats-user-<name>) and a subject token (its inbox prefix).
 USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")

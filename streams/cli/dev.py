@@ -86,8 +86,8 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
     login = None
     cluster = len(layouts) > 1
     urls = ",".join(f"nats://{layout.host}:{layout.client_port}" for layout in layouts)
-    if users:
-        include, passwords = write_local_auth(workdir, users, urls)
+    if users:   # with auth off, start_cluster writes the cluster's system user alone
+        include, passwords = write_local_auth(workdir, users, urls, cluster=cluster)
         # Each node's nats.conf is in its own folder (workdir/n0, …) in a cluster: the include climbs one level.
         layouts = [replace(layout, auth_include=("../" if cluster else "") + include) for layout in layouts]
         login = (settings.admin_user, passwords[settings.admin_user])

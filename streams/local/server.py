@@ -19,6 +19,7 @@ from typing import TextIO
 
 from render.nats_conf import ClusterLayout, ConfLayout, render_nats_conf
 from stack.settings import Settings
+from streams.local.users import LOCAL_AUTH_FILE, write_local_auth
 
 
 class LocalServerError(RuntimeError):
@@ -74,7 +75,8 @@ def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1
                           monitoring_port: int | None = None, route_port: int | None = None,
                           name: str = "homelab-local") -> list[ConfLayout]:
     """`servers` nodes of one cluster on this machine: folders workdir/n0, n1, …, ports counted up from the given
-    ones (free ones when not given), every node routing to every node on loopback."""
+    ones (free ones when not given), every node routing to every node on loopback. Each includes workdir's
+    auth file (the system user; the users too with auth on)."""
     taken: set[int] = set()
 
     def ports(first: int | None) -> list[int]:
@@ -92,7 +94,8 @@ def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1
     urls = tuple(f"nats-route://{host}:{p}" for p in routes)
     return [ConfLayout(host=host, client_port=clients[i], monitoring_port=monitors[i],
                        store_dir=str(workdir / f"n{i}" / "data"), pid_file=str(workdir / f"n{i}" / "nats.pid"),
-                       server_name=f"n{i}", cluster=ClusterLayout(name, host, routes[i], urls))
+                       server_name=f"n{i}", cluster=ClusterLayout(name, host, routes[i], urls),
+                       auth_include=f"../{LOCAL_AUTH_FILE}")
             for i in range(servers)]
 
 
@@ -200,7 +203,11 @@ def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait:
 def start_cluster(settings: Settings, layouts: list[ConfLayout], workdir: Path, timeout: float = 60.0
                   ) -> list[LocalServer]:
     """Start every node of a local cluster, then wait until it has a meta leader and every node answers plain
-    `/healthz` (a node with an empty log votes only when all of them are up: start them together)."""
+    `/healthz` (a node with an empty log votes only when all of them are up: start them together). With auth off the
+    cluster still has its system user (render/auth_conf.py): its password goes to `workdir/auth/sys.env`."""
+    if not settings.auth.enabled:
+        urls = ",".join(f"nats://{layout.host}:{layout.client_port}" for layout in layouts)
+        write_local_auth(workdir, (), urls, cluster=True)   # where local_cluster_layouts' include points
     servers: list[LocalServer] = []
     try:
         for layout in layouts:

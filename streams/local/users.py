@@ -11,9 +11,10 @@ import secrets
 from pathlib import Path
 
 from render.auth_conf import render_auth_conf
-from stack.users import ServerUser
+from stack.users import SYSTEM, ServerUser
 
 AUTH_FOLDER = "auth"
+LOCAL_AUTH_FILE = f"{AUTH_FOLDER}/auth.conf"   # relative to the workdir; what nats.conf includes
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -36,15 +37,18 @@ def local_passwords(workdir: Path, users: tuple[ServerUser, ...]) -> dict[str, s
     return passwords
 
 
-def write_local_auth(workdir: Path, users: tuple[ServerUser, ...], client_url: str) -> tuple[str, dict[str, str]]:
+def write_local_auth(workdir: Path, users: tuple[ServerUser, ...], client_url: str, *,
+                     cluster: bool = False) -> tuple[str, dict[str, str]]:
     """Writes auth.conf and the users' env files; returns the include path (relative to nats.conf in `workdir`)
-    and the passwords."""
-    passwords = local_passwords(workdir, users)
+    and the passwords. A cluster has the system user too (`sys.env`), as the deployment has (nats-user-sys)."""
+    accounts = (*users, ServerUser(SYSTEM)) if cluster else users
+    passwords = local_passwords(workdir, accounts)
     folder = workdir / AUTH_FOLDER
-    _write_private(folder / "auth.conf", render_auth_conf(users, passwords))
-    for user in users:
+    _write_private(workdir / LOCAL_AUTH_FILE, render_auth_conf(users, passwords,
+                                                          system_password=passwords.get(SYSTEM) if cluster else None))
+    for user in accounts:
         lines = [f"NATS_URL={client_url}", f"NATS_USER={user.name}", f"NATS_PASSWORD={passwords[user.name]}"]
         if user.inbox_prefix:
             lines.append(f"NATS_INBOX_PREFIX={user.inbox_prefix}")
         _write_private(folder / f"{user.name}.env", "\n".join(lines) + "\n")
-    return f"{AUTH_FOLDER}/auth.conf", passwords
+    return LOCAL_AUTH_FILE, passwords

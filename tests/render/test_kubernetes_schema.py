@@ -57,6 +57,14 @@ CONFIGS = {
         "homelab-nats:jetstream": {"storageClass": "local-path"},
         "homelab-nats:volumeSnapshots": {"enabled": False},
         "homelab-nats:monitoring": {"prometheusOperator": False, "grafanaDashboard": False}})},
+    # Three JetStream nodes, grown from the standalone server (README, "Growing to three nodes"); with auth and
+    # without (the system user comes either way).
+    "cluster": {**stack_config("homelab"), **encode_config({
+        "homelab-nats:replicas": 3, "homelab-nats:cluster": {"standaloneStreams": "snapshotted"}})},
+    "cluster-auth": {**stack_config("homelab"), "homelab-nats:natsPassword": "schema-test-password", **encode_config({
+        "homelab-nats:replicas": 3, "homelab-nats:cluster": {"standaloneStreams": "none", "spread": "preferred",
+                                                             "kubernetesNodes": 3},
+        "homelab-nats:auth": {"enabled": True}})},
 }
 
 

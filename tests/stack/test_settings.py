@@ -76,7 +76,7 @@ BAD = [
     ({"goMemLimit": "512MiB"}, "homelab-nats:goMemLimit", "not below the container memory limit"),
     ({"goMemLimit": "600MiB"}, "homelab-nats:goMemLimit", "not below the container memory limit"),
     ({"goMemLimit": "450Mi"}, "homelab-nats:goMemLimit", "MiB, not Mi"),
-    ({"replicas": 3}, "homelab-nats:replicas", "clustering is not built yet"),
+    ({"replicas": 3}, "homelab-nats:replicas", "deletes every stream it holds 30 s after it joins"),
     ({"replicas": 0}, "homelab-nats:replicas", "at least 1"),
     ({"ports": {"client": 70000}}, "homelab-nats:ports.client", "between 1 and 65535"),
     ({"ports": {"client": 8222}}, "homelab-nats:ports", "must differ"),
