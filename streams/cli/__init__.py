@@ -1,11 +1,12 @@
 """The `python -m streams` command line: one module per subcommand group, each with its own --help:
-`dev` (make dev), `backup` (backup, list-backups, restore, prune, verify), `check`, `report`."""
+`dev` (make dev), `backup` (backup, list-backups, restore, prune, verify), `check`, `report`, `cluster`
+(status, grow, shrink)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from streams.cli import backup, check, dev, report
+from streams.cli import backup, check, cluster, dev, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_parsers(sub)
     check.add_parser(sub)
     report.add_parser(sub)
+    cluster.add_parser(sub)
     return parser
 
 
