@@ -15,7 +15,7 @@ Grow (the standalone server holds streams; a cluster block would delete them 30 
 Shrink (the cluster stays up until step 4):
 1. every stream's leader on the node that stays (a stream that is not on it is first raised to the cluster size);
 2. every stream to R1 there;
-3. remove every other peer from the meta group (system account);
+3. the meta leadership on that node, then every other peer removed from the meta group (system account);
 4. `pulumi up` with replicas: 1: the node restarts without the cluster block and keeps every stream.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 SNAPSHOT, SNAPSHOTTED, WAIT_FOR_UP, WAIT_HEALTHY, RESTORE, REPLACE_EMPTY, ADOPT, RAISE, WAIT_CURRENT, DONE, REFUSE = (
     "snapshot", "snapshotted", "wait-for-up", "wait-healthy", "restore", "replace-empty", "adopt", "raise",
     "wait-current", "done", "refuse")
-STEPDOWN, LOWER, REMOVE_PEER = "stepdown", "lower", "remove-peer"
+STEPDOWN, LOWER, META_STEPDOWN, REMOVE_PEER = "stepdown", "lower", "meta-stepdown", "remove-peer"
 # JetStream's own limit (nats-server: "replicas > 5 not supported in non-clustered mode" / max 5).
 MAX_STREAM_REPLICAS = 5
 
@@ -51,10 +51,13 @@ class StreamFact:
         cfg, state, cluster = info["config"], info.get("state") or {}, info.get("cluster") or {}
         replicas = cluster.get("replicas") or []
         leader = cluster.get("leader")
-        return cls(name=cfg["name"], storage=cfg.get("storage", "file"), replicas=cfg.get("num_replicas", 1) or 1,
+        count = cfg.get("num_replicas", 1) or 1
+        return cls(name=cfg["name"], storage=cfg.get("storage", "file"), replicas=count,
                    messages=state.get("messages", 0), last_seq=state.get("last_seq", 0), leader=leader,
                    peers=tuple(p for p in ([leader] if leader else []) + [r["name"] for r in replicas]),
-                   current=bool(leader) and all(r.get("current") and not r.get("offline") for r in replicas),
+                   # every replica listed (a group just raised lists them as they join) and current
+                   current=bool(leader) and len(replicas) >= count - 1
+                   and all(r.get("current") and not r.get("offline") for r in replicas),
                    lag=max([r.get("lag", 0) for r in replicas] or [0]))
 
 
@@ -91,6 +94,7 @@ class GrowProgress:
     memory: list[str] = field(default_factory=list)
     snapshots: dict[str, dict] = field(default_factory=dict)   # name -> {"messages", "last_seq"} when taken
     restored: list[str] = field(default_factory=list)
+    finished: bool = False                          # every stream restored, raised and current
 
 
 def restore_decision(name: str, existing: StreamFact | None, snapshot: Mapping) -> Step:
@@ -173,6 +177,9 @@ def shrink_next(facts: Facts, keep: str) -> Step:
         if fact.replicas > 1:
             return Step(LOWER, fact.name, replicas=1)
     others = [name for name in facts.nodes if name != keep]
+    if others and facts.meta_leader != keep:
+        # A leader asked to remove itself steps down without answering (measured): the node that stays leads first.
+        return Step(META_STEPDOWN, node=keep)
     if others:
         # The last peer but one first, while the two that stay still make a quorum (clustering.md).
         return Step(REMOVE_PEER, node=others[-1])

@@ -75,7 +75,7 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
     from streams.jetstream import close_all_clients
     from streams.local.apply import apply_catalog, undeclared  # the providers (and Pulumi's SDK) only for `dev`
     from streams.local.grow import grow, needs_growing
-    from streams.local.users import AUTH_FOLDER, write_local_auth
+    from streams.local.users import AUTH_FOLDER, local_system_login, write_local_auth
 
     settings = stack.settings
     if settings.tls.enabled:
@@ -100,7 +100,8 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
             if cluster and needs_growing(workdir):
                 # The single server's streams come into the cluster by snapshot and restore, never by restarting
                 # it with a cluster block (that deletes them: streams/local/grow.py).
-                grow(settings, workdir, urls, login=login)
+                grow(settings, workdir, urls, login={"user": login[0], "password": login[1]} if login else None,
+                     system=local_system_login(workdir))
             applied = apply_catalog(catalog, server.client_url, jetstream_servers=len(servers), login=login,
                                     buckets=buckets)
             leftovers = undeclared(catalog, server.client_url, login=login, buckets=buckets)

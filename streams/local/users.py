@@ -52,3 +52,10 @@ def write_local_auth(workdir: Path, users: tuple[ServerUser, ...], client_url: s
             lines.append(f"NATS_INBOX_PREFIX={user.inbox_prefix}")
         _write_private(folder / f"{user.name}.env", "\n".join(lines) + "\n")
     return LOCAL_AUTH_FILE, passwords
+
+
+def local_system_login(workdir: Path) -> dict | None:
+    """A local cluster's system user (written by write_local_auth with cluster=True), as nats.connect options."""
+    store = workdir / AUTH_FOLDER / "passwords.json"
+    password = json.loads(store.read_text()).get(SYSTEM) if store.exists() else None
+    return {"user": SYSTEM, "password": password} if password else None

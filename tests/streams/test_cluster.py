@@ -173,7 +173,8 @@ def test_make_dev_grows_the_single_servers_data_into_the_cluster_without_losing_
     import subprocess
     import sys
 
-    from streams.local.grow import GROW_FOLDER, GrowState, needs_growing
+    from streams.growth import load_progress
+    from streams.local.grow import GROW_FOLDER, needs_growing
     from streams.local.server import free_port
     from tests.provider_harness import RawJetStream
     from tests.pulumi_harness import ROOT
@@ -202,7 +203,7 @@ def test_make_dev_grows_the_single_servers_data_into_the_cluster_without_losing_
                 "--route-port", str(base["route"]))
     assert grown.returncode == 0, grown.stderr
     assert "grow: snapshotted iot-sensors" in grown.stdout and "grow: restored iot-sensors" in grown.stdout
-    state = GrowState.load(tmp_path / "dev" / GROW_FOLDER / "state.json")
+    state = load_progress(tmp_path / "dev" / GROW_FOLDER)
     assert not needs_growing(tmp_path / "dev") and set(state.restored) >= {"iot-sensors", "app-logs"}
     # The single server's folder is untouched (its copy is the way back).
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "dev" / "data").rglob("*") if p.is_file()) == single_files
@@ -230,24 +231,13 @@ def _single_layout(workdir):
     return local_layout(workdir)
 
 
-@pytest.mark.parametrize("state, step", [
-    ({}, ("snapshot", None)),
-    ({"snapshotted": [], "memory": ["events"]}, ("done", None)),
-    ({"snapshotted": ["a", "b"]}, ("restore", "a")),
-    ({"snapshotted": ["a", "b"], "restored": ["a"]}, ("restore", "b")),
-    ({"snapshotted": ["a", "b"], "restored": ["a", "b"]}, ("done", None)),
-])
-def test_the_grow_steps(state, step):
-    from streams.local.grow import GrowState, next_step
-    assert next_step(GrowState(**state)) == step
-
-
 @pytest.mark.parametrize("stop_after", ["grow: snapshotted app-logs", "grow: restored app-logs"])
 def test_an_interrupted_grow_resumes_and_loses_nothing(tmp_path, stop_after):
     """Ctrl-C in the middle (after the snapshots, or after the first restore): the recorded state resumes it, every
     stream comes into the cluster once, whole."""
     from streams.local.grow import grow
     from streams.local.server import local_layout
+    from streams.local.users import local_system_login
     from tests.provider_harness import RawJetStream
     settings = load_settings({})
     with start_server(settings, local_layout(tmp_path), tmp_path) as single:
@@ -257,14 +247,15 @@ def test_an_interrupted_grow_resumes_and_loses_nothing(tmp_path, stop_after):
             raw.publish(f"{name}.x", [b"m"] * n)
     servers = start_cluster(settings, local_cluster_layouts(tmp_path, 3), tmp_path)
     urls = ",".join(s.client_url for s in servers)
+    system = local_system_login(tmp_path)
     try:
         def interrupt(line):
             if line.startswith(stop_after):
                 raise KeyboardInterrupt
         with pytest.raises(KeyboardInterrupt):
-            grow(settings, tmp_path, urls, say=interrupt)
+            grow(settings, tmp_path, urls, say=interrupt, system=system)
         said = []
-        state = grow(settings, tmp_path, urls, say=said.append)
+        state = grow(settings, tmp_path, urls, say=said.append, system=system)
         assert sorted(state.restored) == ["app-logs", "iot-sensors"]
         raw = RawJetStream(servers[0].client_url)
         assert raw.stream("app-logs")["state"]["messages"] == 5 and raw.stream("iot-sensors")["state"]["messages"] == 9

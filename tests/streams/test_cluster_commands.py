@@ -16,6 +16,7 @@ import pytest
 
 from stack.loader import load_stack
 from stack.settings import load_settings
+from streams import growth
 from streams.cli import cluster as cli
 from streams.jetstream import close_all_clients
 from streams.local.apply import apply_catalog
@@ -109,7 +110,7 @@ def test_grow_carries_every_stream_into_the_cluster_and_shrink_brings_them_back_
         before = state_of(raw, FILE_STREAMS)
         shrunk = command("shrink", "--server", urls, env=system_env(tmp_path))
         assert shrunk.returncode == 0, shrunk.stdout + shrunk.stderr
-        assert "shrink: peer n2 removed" in shrunk.stdout and "shrink: peer n1 removed" in shrunk.stdout
+        assert "shrink: peer n2 removed" in shrunk.stdout and "shrink: peer n1 removed" in shrunk.stdout, shrunk.stdout
         for name in FILE_STREAMS:
             info = raw.stream(name)
             assert (info["config"]["num_replicas"], info["cluster"]["leader"]) == (1, "n0"), name
@@ -133,7 +134,7 @@ def test_an_interrupted_grow_resumes_at_every_step_and_loses_nothing(tmp_path, m
         raw.api(f"$JS.API.STREAM.CREATE.{name}", {"name": name, "subjects": [f"{name}.>"]})
         raw.publish(f"{name}.x", [b"m"] * n)
     folder = tmp_path / "grow"
-    real_save = cli._save_progress
+    real_save = growth.save_progress
     saves = {"left": 0}
 
     def interrupting_save(path, progress):
@@ -141,7 +142,7 @@ def test_an_interrupted_grow_resumes_at_every_step_and_loses_nothing(tmp_path, m
             raise KeyboardInterrupt   # before the record: the step happened, its record did not
         saves["left"] -= 1
         real_save(path, progress)
-    monkeypatch.setattr(cli, "_save_progress", interrupting_save)
+    monkeypatch.setattr(growth, "save_progress", interrupting_save)
 
     def run_until(url, env, expected):
         monkeypatch.setattr(os, "environ", {**{k: v for k, v in os.environ.items() if not k.startswith("NATS_")},

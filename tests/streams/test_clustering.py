@@ -2,7 +2,7 @@
 import pytest
 
 from streams import clustering as c
-from streams.cli.cluster import meta_from_answers
+from streams.growth import meta_from_answers
 
 S = c.StreamFact
 HEALTHY = {"n0": True, "n1": True, "n2": True}
@@ -72,7 +72,8 @@ def test_grow_next(name, prog, now, expected):
     ("leader elsewhere", facts([S("a", replicas=3, leader="n2", peers=("n2", "n0", "n1"))]), (c.STEPDOWN, "a", "n0")),
     ("R1 on another node", facts([S("a", leader="n2", peers=("n2",))]), (c.RAISE, "a", None)),
     ("leader here", facts([S("a", **R3)]), (c.LOWER, "a", None)),
-    ("streams in place: the last peer first", facts([S("a", **R1)]), (c.REMOVE_PEER, None, "n2")),
+    ("streams in place: the meta leader to n0", facts([S("a", **R1)]), (c.META_STEPDOWN, None, "n0")),
+    ("then the last peer first", facts([S("a", **R1)], leader="n0"), (c.REMOVE_PEER, None, "n2")),
     ("then the next", facts([S("a", **R1)], leader="n0", peers={"n0": True, "n1": True}), (c.REMOVE_PEER, None, "n1")),
     ("alone", facts([S("a", **R1)], leader="n0", peers={"n0": True}), (c.DONE, None, None)),
 ])
@@ -95,14 +96,20 @@ def test_stream_facts_from_stream_info():
     assert (fact.leader, fact.peers, fact.current, fact.lag, fact.replicas) == ("n1", ("n1", "n0", "n2"), False, 4, 3)
     standalone = S.of({"config": {"name": "b"}, "state": {}, "cluster": {"leader": "homelab-local"}})
     assert standalone.current and standalone.peers == ("homelab-local",)
+    joining = S.of({**info, "cluster": {"leader": "n1", "replicas": [{"name": "n0", "current": True}]}})
+    assert not joining.current   # R3 with one replica listed so far
     offline = S.of({**info, "cluster": {"leader": "n1", "replicas": [{"name": "n0", "current": True, "offline": True}]}})
     assert not offline.current
 
 
 def test_the_meta_group_is_the_leader_s_view():
-    def answer(name, leader, replicas):
-        return {"server": {"name": name}, "data": {"meta_cluster": {"leader": leader, "replicas": replicas}}}
+    def answer(name, leader, replicas, size=None):
+        return {"server": {"name": name}, "data": {"meta_cluster": {
+            "leader": leader, "replicas": replicas, "cluster_size": len(replicas) + 1 if size is None else size}}}
     answers = [answer("n0", "n2", [{"name": "n1", "current": False}, {"name": "n2", "current": True}]),
                answer("n2", "n2", [{"name": "n0", "current": True}, {"name": "n1", "current": True, "offline": True}])]
     assert meta_from_answers(answers) == ("n2", {"n2": True, "n0": True, "n1": False})
     assert meta_from_answers([answer("n0", None, [{"name": "n1"}])]) == (None, {"n0": False, "n1": False})
+    # A leader just elected that does not list the group it counts yet; a removed node answers without a group.
+    assert meta_from_answers([answer("n0", "n0", [], size=2), {"server": {"name": "n2"}, "data": {}}]) == \
+        (None, {"n0": False, "n2": False})
