@@ -17,7 +17,7 @@ import nats.errors
 
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import BackupRef, BackupStore, new_backup_id
-from streams.backup.snapshot import SnapshotError, restore, snapshot
+from streams.backup.snapshot import SnapshotError, restore, restored_replicas, snapshot
 from streams.connection import close_quietly
 
 # Where backups go: an S3 bucket, or a plain folder in the nats CLI's layout (the same operations).
@@ -92,8 +92,14 @@ async def backup_stream(nc, store: Store, stream: str, *, progress: Progress | N
 
 
 async def restore_backup(nc, store: Store, ref: BackupRef, *, name: str | None = None,
-                         subjects: list[str] | None = None, progress: Progress | None = None) -> dict:
+                         subjects: list[str] | None = None, progress: Progress | None = None, say=None) -> dict:
+    """Restore a backup; a replicated stream's backup into a standalone server comes back R1 (said through `say`)."""
     meta = store.read_meta(ref)
+    backed_up = meta.config.get("num_replicas", 1) or 1
+    replicas = restored_replicas(backed_up, bool((getattr(nc, "_server_info", None) or {}).get("cluster")))
+    if replicas != backed_up and say:
+        say(f"{meta.config['name']} was backed up at R{backed_up}; this server runs standalone, so it is restored "
+            "at R1 (every message and consumer as backed up)")
     target = name or meta.config["name"]
     if await stream_info(nc, target) is not None:
         raise BackupError(f"stream {target!r} already exists on the server; refusing to restore over it. Restore "
@@ -109,7 +115,7 @@ async def restore_backup(nc, store: Store, ref: BackupRef, *, name: str | None =
                 progress(len(chunk))
             yield chunk
     try:
-        return await restore(nc, meta, chunks(), name=name, subjects=subjects)
+        return await restore(nc, meta, chunks(), name=name, subjects=subjects, replicas=replicas)
     except SnapshotError as exc:
         raise BackupError(f"{exc}; the partly restored stream {target!r} was removed") from None
 

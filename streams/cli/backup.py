@@ -299,7 +299,8 @@ def cmd_restore(args) -> int:
         try:
             with _bar(f"restore {args.stream}", ref.size) as bar:
                 info = await restore_backup(nc, store, ref, name=args.as_name, subjects=subjects,
-                                            progress=stop.progress(bar.update))
+                                            progress=stop.progress(bar.update),
+                                            say=lambda text: print(text, file=sys.stderr))
         except (BackupError, StoreError) as exc:
             _fail(str(exc))
             return FAILED

@@ -1,7 +1,7 @@
 """`python -m streams check`: is the deployment healthy and as declared?
 
 In the spirit of `nats server check jetstream`: health endpoint, JetStream limits and how full the
-stores are, every declared stream and consumer present without drift, consumer lag, and a round
+stores are, a cluster's meta leader, unreachable nodes and every replicated stream's replicas and their lag, every declared stream and consumer present without drift, consumer lag, and a round
 trip through each file-backed stream (publish a probe, read it back, delete it: no probe stays).
 Exit codes: 0 all good, 1 warnings, 2 failures.
 """
@@ -83,6 +83,46 @@ def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tup
                                                  + (f", above {store_warn:.0%}" if level == WARN else ""),
                              {"store": store, "used_bytes": used, "limit_bytes": limit, "share": round(share, 4)}))
     return found, True
+
+
+def cluster_findings(jsz: dict, infos: list[dict]) -> list[Finding]:
+    """A cluster's health (nothing for a standalone server): a meta leader (without one nothing can be created or
+    changed), nodes the meta group counts but cannot reach, and every replicated stream's replicas current, with
+    their lag (the stream leader's view, from STREAM.INFO)."""
+    from streams.clustering import StreamFact
+
+    meta = jsz.get("meta_cluster")
+    if not meta:
+        return []
+    size, leader = meta.get("cluster_size") or 0, meta.get("leader")
+    found = []
+    if leader:
+        found.append(Finding(OK, "cluster", f"meta leader {leader}, {size} nodes in the meta group",
+                             {"meta_leader": leader, "cluster_size": size}))
+    else:
+        found.append(Finding(FAIL, "cluster", f"no meta leader ({size} nodes in the meta group): streams and consumers "
+                                              "cannot be created or changed until a majority of the nodes is up",
+                             {"meta_leader": None, "cluster_size": size}))
+    offline = sorted(r["name"] for r in meta.get("replicas") or [] if r.get("offline"))
+    if offline:
+        found.append(Finding(WARN, "cluster", f"node(s) unreachable: {', '.join(offline)}", {"offline": offline}))
+    for info in sorted(infos, key=lambda i: i["config"]["name"]):
+        fact = StreamFact.of(info)
+        if fact.replicas < 2:
+            continue
+        behind = {r["name"]: r.get("lag", 0) for r in (info.get("cluster") or {}).get("replicas") or []
+                  if not r.get("current") or r.get("offline")}
+        numbers = {"replicas": fact.replicas, "leader": fact.leader, "peers": list(fact.peers), "lag": fact.lag}
+        if fact.current:
+            found.append(Finding(OK, f"stream {fact.name}", f"R{fact.replicas} on {', '.join(fact.peers)}, leader "
+                                                            f"{fact.leader}, every replica current", numbers))
+        else:
+            missing = fact.replicas - len(fact.peers)
+            words = ", ".join(f"{name} {lag} messages behind" for name, lag in sorted(behind.items()))
+            words += (", " if words and missing else "") + (f"{missing} replica(s) not placed" if missing else "")
+            level = FAIL if fact.leader is None else WARN
+            found.append(Finding(level, f"stream {fact.name}", f"R{fact.replicas}: {words or 'no leader'}", numbers))
+    return found
 
 
 def server_start(monitor_url: str) -> str | None:
@@ -238,6 +278,12 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
         started = await asyncio.to_thread(server_start, monitor_url)
+        _, jsz = await asyncio.to_thread(_http_json, f"{monitor_url}/jsz")
+        if jsz.get("meta_cluster"):
+            from streams.backup.service import stream_info, stream_names
+
+            infos = [info for name in await stream_names(nc) if (info := await stream_info(nc, name)) is not None]
+            findings += cluster_findings(jsz, infos)
         findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip, started=started)
         findings += await check_buckets(nc, buckets, store_warn=store_warn)
     except nats.errors.Error as exc:

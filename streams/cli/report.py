@@ -60,6 +60,10 @@ def build_report(streams: list[dict], consumers: dict[str, list[dict]], *, decla
             "first_ts": state.get("first_ts"), "last_ts": state.get("last_ts"),
             "last_message_age_s": _age(state.get("last_ts"), now), "subjects": state.get("num_subjects", 0),
             "consumers": state.get("consumer_count", 0),
+            # a cluster's: the stream leader and its replicas' largest lag (None on a standalone server)
+            "leader": (info.get("cluster") or {}).get("leader") if (info.get("cluster") or {}).get("name") else None,
+            "replica_lag": max([r.get("lag", 0) for r in (info.get("cluster") or {}).get("replicas") or []] or [0])
+            if (info.get("cluster") or {}).get("name") else None,
         })
         for ci in sorted(consumers.get(name, []), key=lambda c: c["name"]):
             delivered, floor = ci.get("delivered") or {}, ci.get("ack_floor") or {}
@@ -103,6 +107,10 @@ def format_report(report: dict) -> str:
         streams.append([s["name"], s["kind"], "yes" if s["declared"] else "no", s["storage"], str(s["replicas"]),
                         f"{s['messages']:,}", _human_bytes(s["bytes"]), str(s["first_seq"]),
                         _human_age(s["last_message_age_s"]), f"{s['subjects']:,}", str(s["consumers"])])
+    if any(s["leader"] is not None for s in report["streams"]):   # a cluster: where each stream leads, its lag
+        streams[0] += ["LEADER", "REPLICA LAG"]
+        for row, s in zip(streams[1:], report["streams"], strict=True):
+            row += [s["leader"] or "none", f"{s['replica_lag']:,}"]
     out = _table(streams)
     if report["consumers"]:
         consumers = [["CONSUMER", "DECLARED", "PENDING", "ACK PENDING", "REDELIVERED", "ACK FLOOR", "LAST DELIVERY",
