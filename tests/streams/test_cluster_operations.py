@@ -162,6 +162,7 @@ def test_a_rolling_restart_in_lame_duck_mode_keeps_every_acked_message(tmp_path)
                 ack = await js.publish("roll.x", msg_id.encode(), headers={"Nats-Msg-Id": msg_id})
                 acked[msg_id] = ack.seq
                 i += 1
+                await asyncio.sleep(0.01)   # about 100 a second: enough traffic, and few to count afterwards
             except (nats.errors.Error, TimeoutError):
                 await asyncio.sleep(0.05)   # the same id again: the window absorbs a duplicate
         await nc.close()
