@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stack.rules import (
+    MAX_REPLICAS,
     RuleBroken,
     StreamContext,
     check_consumer_rules,
@@ -396,6 +397,15 @@ def _flag(decl: Mapping[str, Any], key: str, where: str) -> None:
         raise CatalogError(where, key, f"expected true or false, got {decl[key]!r}")
 
 
+# `replicas: cluster`: as many replicas as the deployment has JetStream nodes (homelab-nats:replicas), at most the
+# server's 5. One node: R1; grown to three: R3, with the `pulumi up` after `python -m streams cluster grow`.
+FOLLOW_THE_CLUSTER = "cluster"
+
+
+def cluster_replicas(servers: int) -> int:
+    return min(servers, MAX_REPLICAS)
+
+
 def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int = 1,
                        creating: bool | None = None) -> dict:
     """The JetStream API config for a stream declaration; raises CatalogError naming the key.
@@ -407,6 +417,8 @@ def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int 
     problem = name_problem(name)
     if problem:
         raise CatalogError(where, None, f"the name {problem}")
+    if decl.get("replicas") == FOLLOW_THE_CLUSTER:
+        decl = {**decl, "replicas": cluster_replicas(max_replicas)}
     cfg = _to_wire(decl, _STREAM_BY_CAMEL, where, STREAM_CONTROL_KEYS)
     for key in ("allowDataLoss", "protect"):
         _flag(decl, key, where)

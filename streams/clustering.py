@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from stack.rules import MAX_REPLICAS as MAX_STREAM_REPLICAS
+
 # Steps.
 SNAPSHOT, SNAPSHOTTED, WAIT_FOR_UP, WAIT_HEALTHY, RESTORE, REPLACE_EMPTY, ADOPT, RAISE, WAIT_CURRENT, DONE, REFUSE = (
     "snapshot", "snapshotted", "wait-for-up", "wait-healthy", "restore", "replace-empty", "adopt", "raise",
     "wait-current", "done", "refuse")
 STEPDOWN, LOWER, META_STEPDOWN, REMOVE_PEER = "stepdown", "lower", "meta-stepdown", "remove-peer"
-# JetStream's own limit (nats-server: "replicas > 5 not supported in non-clustered mode" / max 5).
-MAX_STREAM_REPLICAS = 5
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from stack.catalog import MANAGED_BY_KEY, MANAGED_BY_VALUE, consumer_where, stre
 from streams.plan import Plan
 from streams.safety import LIMIT_NAMES, LimitLoss, consumer_held_messages, consumer_progress_loss, stream_message_loss
 
-UPDATE, REPLACE, REFUSE_ADOPTION, REFUSE_LOSS, DELETE, LEAVE = (
-    "update", "replace", "refuse-adoption", "refuse-loss", "delete", "leave")
+UPDATE, REPLACE, REFUSE_ADOPTION, REFUSE_LOSS, DELETE, LEAVE, REFUSE_VANISHED = (
+    "update", "replace", "refuse-adoption", "refuse-loss", "delete", "leave", "refuse-vanished")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,17 @@ def stream_delete(info: Mapping[str, Any] | None, created: str | None, allow_los
             f"Back it up (python -m streams backup {name} --bucket …), then set allowDataLoss: true on the stream "
             "and run `pulumi up` before removing it"))
     return Decision(DELETE, (loss,) if loss else ())
+
+
+def vanished_stream(name: str, created: str | None) -> Decision:
+    """`update` finds no stream although the refresh just read it. Made again empty, it would hide where its messages
+    went, and in a cluster that has just formed (the `pulumi up` of a grow) the server answers "not found" until
+    `python -m streams cluster grow` restores it: an empty stream there is in the restore's way."""
+    return Decision(REFUSE_VANISHED, reason=(
+        f"{stream_where(name)}: it was on the server at the refresh (made {created or 'earlier'}) and is gone now. "
+        "Nothing was created. If the deployment has just grown into a cluster, finish `python -m streams cluster "
+        "grow` (it restores the stream) and run `pulumi up` again; if it was deleted, restore it from a backup "
+        "(python -m streams restore) or run `pulumi up` again to make it anew, empty"))
 
 
 def existing_consumer(stream: str, info: Mapping[str, Any], plan: Plan, retention: str, allow_loss: bool) -> Decision:

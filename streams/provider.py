@@ -125,6 +125,10 @@ class ReplacementRefused(RuntimeError):
     """A replacement the server would not complete; checked before anything was deleted."""
 
 
+class StreamVanished(RuntimeError):
+    """An update found no stream although the refresh had just read it."""
+
+
 class SubjectsTaken(RuntimeError):
     """Another stream on the server holds the subjects a new stream declares."""
 
@@ -305,8 +309,8 @@ class StreamProvider(_JetStreamProvider):
 
         async def apply(c: JetStreamClient):
             current = await c.stream_info(desired["name"])
-            if current is None:  # deleted out of band since the last refresh: make it again
-                return await c.create_stream(_mark(desired)), 0
+            if current is None:  # gone since the refresh: not made again behind the user's back
+                raise StreamVanished(decisions.vanished_stream(desired["name"], olds.get("created")).reason)
             return await _update_stream(c, current, keep_from(desired, current["config"], self._keep(news)), allow_loss,
                                         guard_limits=self.GUARD_LIMITS)
         info, removed = self._client().run(apply)

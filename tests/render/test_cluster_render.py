@@ -152,3 +152,25 @@ def test_store_reservations_count_replicas_against_every_node(servers, streams, 
     with pytest.raises(CatalogError) as err:
         load_catalog(raw, max_replicas=servers, store_limits=limits)
     assert f"stream '{refused}'" in str(err.value) and "per node" in str(err.value)
+
+
+@pytest.mark.parametrize("servers, expected", [(1, 1), (3, 3), (7, 5)])
+def test_a_stream_follows_the_cluster(servers, expected):
+    from stack.buckets import KEY_VALUE, bucket_wire_config
+    from stack.catalog import stream_wire_config
+
+    cfg = stream_wire_config("s", {"subjects": ["s.>"], "replicas": "cluster"}, max_replicas=servers)
+    assert cfg["num_replicas"] == expected
+    kv = bucket_wire_config(KEY_VALUE, "b", {"replicas": "cluster"}, max_replicas=servers)
+    assert kv["num_replicas"] == expected
+
+
+def test_a_grown_stack_can_say_replicas_3_or_follow_the_cluster():
+    from stack.catalog import CatalogError, load_catalog
+
+    [spec] = load_catalog({"s": {"subjects": ["s.>"], "replicas": 3}}, max_replicas=3)
+    assert spec.config["num_replicas"] == 3
+    with pytest.raises(CatalogError, match="3 replicas need 3 JetStream servers; this deployment runs 1"):
+        load_catalog({"s": {"subjects": ["s.>"], "replicas": 3}}, max_replicas=1)
+    with pytest.raises(CatalogError, match="replicas"):
+        load_catalog({"s": {"subjects": ["s.>"], "replicas": "all"}}, max_replicas=3)

@@ -8,7 +8,7 @@ import time
 import nats
 import pytest
 
-from streams.provider import DataLossRefused, ReplacementFailed, ReplacementRefused
+from streams.provider import DataLossRefused, ReplacementFailed, ReplacementRefused, StreamVanished
 from tests.provider_harness import Managed, consumer_inputs, stream_inputs
 
 INTEREST = {"subjects": ["i.>"], "retention": "interest"}
@@ -162,13 +162,21 @@ def test_a_consumer_that_cannot_be_carried_over_stops_the_replacement(streams, c
 
 
 def test_a_consumer_lost_with_its_stream_is_made_again(streams, consumers, raw):
-    """The stream was deleted out of band; `up` recreates it with a changed field, and the consumer,
-    whose input follows the stream's created time, is made again in the same `up`."""
+    """The stream was deleted out of band after the refresh: the update refuses to make it again behind the user's
+    back (a cluster that has just formed answers "not found" until the grow restores it). The next `up` refreshes,
+    finds it gone, creates it with the changed field, and the consumer, whose input follows the stream's created
+    time, is made again in the same `up`."""
     s = Managed(streams).create(stream_inputs("oob", LIMITS))
     news = {**consumer_inputs("oob", LIMITS, "c", {"maxDeliver": 3}), "streamCreated": s.outputs["created"]}
     c = Managed(consumers).create(news)
     raw.api("$JS.API.STREAM.DELETE.oob")
-    assert s.apply(stream_inputs("oob", {**LIMITS, "maxAge": "1h"})) == "update"
+    changed = stream_inputs("oob", {**LIMITS, "maxAge": "1h"})
+    with pytest.raises(StreamVanished, match=r"stream 'oob': it was on the server at the refresh .* is gone now\. "
+                                             r"Nothing was created\. .*python -m streams cluster grow"):
+        s.apply(changed)
+    assert raw.stream("oob")["error"]["err_code"] == 10059   # still not there
+    assert s.refresh().id == ""
+    s = Managed(streams).create(changed)
     again = {**news, "streamCreated": s.outputs["created"]}
     assert c.diff(again).changes and not c.diff(again).replaces
     assert c.apply(again) == "update"

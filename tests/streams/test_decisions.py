@@ -92,3 +92,12 @@ def test_a_consumer_that_exists_when_create_runs(info, plan, retention, allow, a
 ])
 def test_deleting_a_consumer(info, same, retention, allow, action):
     assert d.consumer_delete("s", info, same, retention, allow).action == action
+
+
+def test_a_stream_gone_since_the_refresh_is_not_made_again():
+    from streams.decisions import REFUSE_VANISHED, vanished_stream
+
+    decision = vanished_stream("orders", "2026-12-04T06:00:00Z")
+    assert decision.action == REFUSE_VANISHED
+    assert "stream 'orders'" in decision.reason and "made 2026-12-04T06:00:00Z" in decision.reason
+    assert "Nothing was created" in decision.reason and "python -m streams cluster grow" in decision.reason
