@@ -25,7 +25,7 @@ from render.nats_conf import (
     restart_checksum,
 )
 from stack import homelab_git
-from stack.settings import Settings, Tls
+from stack.settings import Settings, Tls, monitoring_on_lan
 from stack.users import NATS_BOX as NATS_BOX_USER
 from stack.users import ServerUser, secret_name
 
@@ -339,7 +339,10 @@ def grafana_dashboard(settings: Settings) -> dict:
 def client_service(settings: Settings) -> dict:
     lb = settings.load_balancer
     annotations = {}
-    spec = {"selector": selector_labels("nats"), "ports": _service_ports(settings)}
+    ports = _service_ports(settings)
+    if lb.enabled and not monitoring_on_lan(settings):
+        ports = [p for p in ports if p["name"] != "monitor"]   # the probes and the exporter reach it in the pod
+    spec = {"selector": selector_labels("nats"), "ports": ports}
     if lb.enabled:
         # MetalLB >= 0.14.9 reads metallb.io/*, falling back to the deprecated metallb.universe.tf/* and
         # raising a `deprecatedAnnotation` event for it (metallb/metallb controller/service.go

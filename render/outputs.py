@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from render import manifests
 from stack.errors import config_key
-from stack.settings import Settings
+from stack.settings import Settings, monitoring_on_lan
 from stack.users import NATS_BOX, secret_name
 
 
@@ -34,7 +34,21 @@ def connection_details(settings: Settings, users=(), buckets=()) -> dict:
     if settings.load_balancer.ip is not None:
         details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring,
                                      settings.tls.scheme))
+        if not monitoring_on_lan(settings):
+            for key in MONITORING_URLS:
+                details.pop(key)
+            details["monitoringAccess"] = monitoring_access(settings)
     return details
+
+
+MONITORING_URLS = ("monitoringUrl", "healthUrl", "jetstreamHealthUrl", "varzUrl", "jszUrl")
+
+
+def monitoring_access(settings: Settings) -> str:
+    """How to reach the monitoring port when the load balancer does not carry it."""
+    port = settings.ports.monitoring
+    return (f"kubectl -n {settings.namespace} port-forward pod/{manifests.NAME}-0 {port}:{port}, then "
+            f"http://127.0.0.1:{port} (e.g. python -m streams check --monitor http://127.0.0.1:{port})")
 
 
 def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str = "nats") -> dict:

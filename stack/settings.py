@@ -104,6 +104,9 @@ class LoadBalancer:
     address_pool: str | None = None
     legacy_annotations: bool = False   # also the metallb.universe.tf/ keys, for MetalLB before 0.14.9
     sharing_key: str | None = None     # metallb.io/allow-shared-ip: share `ip` with Services carrying the same key
+    # The HTTP monitoring port on the address too: None follows auth (exposed while auth is off; with auth on, its
+    # anonymous /connz, /subsz and /jsz would list users, client addresses and live inboxes to the LAN).
+    monitoring: bool | None = None
 
     @property
     def enabled(self) -> bool:
@@ -409,7 +412,7 @@ def _jetstream(raw: Mapping[str, Any]) -> JetStream:
 def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     if "loadBalancer" in raw and raw["loadBalancer"] is None:
         return LoadBalancer(ip=None)
-    sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations", "sharingKey"))
+    sec = _section(raw, "loadBalancer", ("ip", "addressPool", "legacyAnnotations", "sharingKey", "monitoring"))
     ip = sec.get("ip", LoadBalancer.ip)
     if ip is not None and not isinstance(ip, str):
         # ipaddress takes an integer too (3232235777 is 192.168.1.1): a number here is a typo, not an address.
@@ -437,7 +440,19 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancer:
     if key is not None and (not isinstance(key, str) or not _SHARING_KEY.match(key)):
         raise SettingsError(f"{config_key('loadBalancer.sharingKey')}: expected the text MetalLB compares between "
                             f"Services that share an address (no spaces), e.g. \"homelab-248\"; got {key!r}")
-    return LoadBalancer(ip=ip, address_pool=pool, legacy_annotations=legacy, sharing_key=key)
+    monitoring = sec.get("monitoring")
+    if monitoring is not None:
+        monitoring = _bool(monitoring, "loadBalancer.monitoring")
+    return LoadBalancer(ip=ip, address_pool=pool, legacy_annotations=legacy, sharing_key=key, monitoring=monitoring)
+
+
+def monitoring_on_lan(s: Settings) -> bool:
+    """Whether the load balancer carries the HTTP monitoring port: as set, else only while auth is off. nats-server
+    does not authenticate its monitoring port; the probes and the exporter reach it inside the pod."""
+    lb = s.load_balancer
+    if not lb.enabled:
+        return False
+    return lb.monitoring if lb.monitoring is not None else not (s.auth and s.auth.enabled)
 
 
 # MetalLB compares the metallb.io/allow-shared-ip value as an opaque string; an annotation value has no other limit.
@@ -663,6 +678,17 @@ def _warnings(s: Settings) -> tuple[str, ...]:
             "on the network can publish anywhere, read every stream and delete streams and consumers. Turn on "
             f"{config_key('auth.enabled')} (users and least-privilege permissions from the catalog; see the README, "
             "\"Users and permissions\")")
+    if s.load_balancer.enabled and s.auth and s.auth.enabled and not s.tls.enabled:
+        warnings.append(
+            f"{config_key('auth.enabled')} with {config_key('tls.enabled')} off: the users' passwords cross the "
+            f"network in clear to {s.load_balancer.ip}:{s.ports.client} (a client sends them in its CONNECT), and so "
+            f"does every message. Turn on {config_key('tls.enabled')} with a cert-manager issuer (README, \"Client "
+            "TLS\")")
+    if s.load_balancer.enabled and s.auth and s.auth.enabled and s.load_balancer.monitoring:
+        warnings.append(
+            f"{config_key('loadBalancer.monitoring')} is true with auth on: the monitoring port "
+            f"{s.load_balancer.ip}:{s.ports.monitoring} takes no login, and its /connz, /subsz and /jsz list user "
+            "names, client addresses and live inbox subscriptions to anyone on the network")
     if s.jetstream.memory_store.value >= s.resources.memory_limit.value:
         warnings.append(
             f"{config_key('jetstream.memoryStore')} ({s.jetstream.memory_store.text}) is not below the "

@@ -6,8 +6,14 @@ from typing import Any
 
 
 def redact_url(url: str) -> str:
-    """A URL with any password replaced by ***, for messages."""
-    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
+    """A URL with any password replaced by ***, for messages: `user:PASSWORD@` keeps the user, and a user part
+    without a password is a token (nats-py sends it as auth_token: nats/aio/client.py _connect_command), so it goes
+    whole."""
+    def hide(match: re.Match) -> str:
+        user, colon, _ = match.group(1).partition(":")   # the user part ends at the first ':'; the rest is secret
+        return f"://{user}:***@" if colon else "://***@"
+    # The user information runs to the last '@' of the authority, as URL parsers take it (a password may hold '@').
+    return re.sub(r"://([^/\s,]*)@", hide, url)
 
 
 def nats_url_problem(value: Any) -> str | None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import base64
 import json
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -19,10 +20,11 @@ from urllib.parse import urlparse
 
 import nats.errors
 
+from render.outputs import monitoring_access
 from stack.buckets import unmanaged_keys
 from stack.catalog import StreamSpec
 from stack.loader import read_stack_file
-from stack.settings import Settings, backup_credentials_warning
+from stack.settings import Settings, backup_credentials_warning, monitoring_on_lan
 from stack.units import parse_server_time
 from stack.urls import redact_url
 from streams.cli.target import announce_with_stack
@@ -329,6 +331,11 @@ def cmd_check(args) -> int:
     target, stack = found
     settings, specs, buckets = stack.settings, stack.catalog, stack.buckets
     server = target.nats_url
+    if target.monitor_url is None and settings.load_balancer.enabled and not monitoring_on_lan(settings) \
+            and not target.local:
+        print(f"error: the load balancer does not carry the monitoring port (auth is on): {monitoring_access(settings)}",
+              file=sys.stderr)
+        return EXIT[FAIL]
     monitor = target.monitor_url or f"http://{urlparse(server.split(',')[0]).hostname}:{settings.ports.monitoring}"
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,
                                       lag_warn=args.lag_warn, round_trip=not args.no_round_trip, buckets=buckets))

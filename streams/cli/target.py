@@ -21,7 +21,7 @@ from render.outputs import connection_details
 from stack.catalog import CatalogError
 from stack.errors import SettingsError
 from stack.loader import load_stack, read_stack_file
-from stack.settings import load_settings
+from stack.settings import load_settings, monitoring_on_lan
 from stack.urls import redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,14 +67,16 @@ class Target:
 class StackAddress:
     """What a stack file says about its cluster address."""
     nats_url: str | None     # natsUrl, else the load balancer's client URL; None without either
-    monitor_port: int
+    monitor_port: int | None   # None when the load balancer does not carry it (auth on: README)
 
 
 def resolve_target(*, server: str | None, monitor: str | None, stack: str | None, environ: dict,
                    running: list[RunningDev], stack_address=None) -> Target:
     """The target for a command (module docstring). `stack` is the --stack flag as given (None when not given);
     `stack_address(name)` reads a stack file's address (only called for an explicit --stack)."""
-    def derived_monitor(url: str, port: int) -> str:
+    def derived_monitor(url: str, port: int | None) -> str | None:
+        if port is None:
+            return None
         host = urlsplit(url.split(",")[0].strip()).hostname
         return f"http://{host}:{port}"
 
@@ -137,7 +139,7 @@ def stack_address(stack: str) -> StackAddress:
     raw = read_stack_file(stack)
     settings = load_settings(raw)
     url = raw.get("natsUrl") or connection_details(settings).get("clientUrl")
-    return StackAddress(url, settings.ports.monitoring)
+    return StackAddress(url, settings.ports.monitoring if monitoring_on_lan(settings) or raw.get("natsUrl") else None)
 
 
 def target_from_args(args, environ: dict | None = None) -> Target:

@@ -49,7 +49,43 @@ def test_guide_numbers_warn_about_oom_and_an_open_load_balancer():
 
 def test_no_warning_when_memory_store_fits_and_nothing_is_exposed_unauthenticated():
     assert load_settings({"jetstream": {"memoryStore": "256Mi"}, "loadBalancer": {"ip": None}}).warnings == ()
-    assert load_settings({"jetstream": {"memoryStore": "256Mi"}, "auth": {"enabled": True}}).warnings == ()
+    assert load_settings({"jetstream": {"memoryStore": "256Mi"}, "auth": {"enabled": True},
+                          "tls": {"enabled": True}}).warnings == ()
+
+
+@pytest.mark.parametrize("raw, warned", [
+    ({"auth": {"enabled": True}}, ["passwords cross the network in clear to 10.0.0.248:4222"]),
+    ({"auth": {"enabled": True}, "loadBalancer": {"ip": None}}, []),        # no address on the LAN
+    ({"auth": {"enabled": True}, "tls": {"enabled": True}, "loadBalancer": {"monitoring": True}},
+     ["loadBalancer.monitoring is true with auth on"]),
+    ({}, ["without authentication"]),
+])
+def test_warnings_about_what_crosses_the_lan(raw, warned):
+    warnings = load_settings({"jetstream": {"memoryStore": "256Mi"}, **raw}).warnings
+    assert len(warnings) == len(warned) and all(w in text for w, text in zip(warned, warnings, strict=True)), warnings
+
+
+@pytest.mark.parametrize("raw, on_lan", [
+    ({}, True),                                                        # auth off: as the guide has it
+    ({"auth": {"enabled": True}}, False),                              # auth on: not by default
+    ({"auth": {"enabled": True}, "loadBalancer": {"monitoring": True}}, True),
+    ({"loadBalancer": {"monitoring": False}}, False),
+    ({"loadBalancer": {"ip": None}}, False),
+])
+def test_the_monitoring_port_on_the_lan(raw, on_lan):
+    from render.manifests import client_service
+    from render.outputs import connection_details
+    from stack.settings import monitoring_on_lan
+
+    settings = load_settings(raw)
+    assert monitoring_on_lan(settings) is on_lan
+    ports = [p["port"] for p in client_service(settings)["spec"]["ports"]]
+    details = connection_details(settings)
+    if settings.load_balancer.enabled:
+        assert (8222 in ports) is on_lan
+        assert ("monitoringUrl" in details) is on_lan and ("monitoringAccess" in details) is not on_lan
+    if settings.load_balancer.enabled and not on_lan:
+        assert "port-forward pod/nats-0 8222:8222" in details["monitoringAccess"]
 
 
 @pytest.mark.parametrize("limit, derived", [("512Mi", "450MiB"), ("1Gi", "901MiB"), ("2Gi", "1802MiB")])
