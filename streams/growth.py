@@ -158,8 +158,8 @@ class Patience:
     """A request that times out (a leader moving, an election) may or may not have been applied: the facts are read
     again and the step decided again, until `timeout` passes without progress."""
 
-    def __init__(self, timeout: float, say):
-        self.timeout, self.say = timeout, say
+    def __init__(self, timeout: float):
+        self.timeout = timeout
         self.since: float | None = None
 
     async def timed_out(self, step: c.Step | None, error: BaseException) -> None:
@@ -182,25 +182,36 @@ async def drive_grow(url: str, folder: Path, replicas: int, *, system: dict | No
     the progress and the snapshots are in `folder`. Raises RefusedStep with the refusal's words."""
     store = FolderStore(folder / SNAPSHOTS, one_stream=False)
     progress = load_progress(folder)
-    patience = Patience(timeout, say)
     nc = await connect(url, login)
     try:
-        async def read():
-            return await read_facts(nc, system, url)
-        while True:
-            step = None
-            try:
-                facts = await read()
-                step = c.grow_next(progress, facts, replicas)
-                done = await _grow_step(nc, step, facts, progress, store, folder, read, say, timeout)
-            except TimeoutError as exc:   # NotYet too
-                await patience.timed_out(step, exc)
-                continue
-            patience.progressed()
-            if done:
-                return step
+        step, _ = await _steps(
+            nc, url, system, lambda facts: c.grow_next(progress, facts, replicas),
+            lambda step, facts, read: _grow_step(nc, step, facts, progress, store, folder, read, say, timeout),
+            timeout, say)
+        return step
     finally:
         await close_quietly(nc)
+
+
+async def _steps(nc, url: str, system: dict | None, decide: Callable, act: Callable, timeout: float,
+                 say) -> tuple[c.Step, c.Facts]:
+    """Read the facts, decide the step, carry it out, until a step says the command stops. A request that times out
+    (or is not possible yet) is decided again from fresh facts: it may or may not have been applied."""
+    patience = Patience(timeout)
+
+    async def read():
+        return await read_facts(nc, system, url)
+    while True:
+        step = None
+        try:
+            facts = await read()
+            step = decide(facts)
+            if await act(step, facts, read):
+                return step, facts
+        except TimeoutError as exc:   # NotYet too
+            await patience.timed_out(step, exc)
+            continue
+        patience.progressed()
 
 
 async def _grow_step(nc, step: c.Step, facts: c.Facts, progress: c.GrowProgress, store: FolderStore, folder: Path,
@@ -269,23 +280,14 @@ async def restore_retrying(nc, store: FolderStore, name: str, timeout: float) ->
 async def drive_shrink(url: str, keep: str | None, *, system: dict | None, say=print,
                        timeout: float = 120.0) -> tuple[c.Step, c.Facts]:
     """Shrink steps until every stream is R1 on `keep` (default: the first node by name) and it is the only peer."""
-    patience = Patience(timeout, say)
+    def node(facts: c.Facts) -> str:
+        return keep or (facts.nodes[0] if facts.nodes else "")
     nc = await connect(url)
     try:
-        async def read():
-            return await read_facts(nc, system, url)
-        while True:
-            step = None
-            try:
-                facts = await read()
-                node = keep or (facts.nodes[0] if facts.nodes else "")
-                step = c.shrink_next(facts, node)
-                if await _shrink_step(nc, url, step, node, system, read, say, timeout):
-                    return step, facts
-            except TimeoutError as exc:   # NotYet too
-                await patience.timed_out(step, exc)
-                continue
-            patience.progressed()
+        return await _steps(
+            nc, url, system, lambda facts: c.shrink_next(facts, node(facts)),
+            lambda step, facts, read: _shrink_step(nc, url, step, node(facts), system, read, say, timeout),
+            timeout, say)
     finally:
         await close_quietly(nc)
 
