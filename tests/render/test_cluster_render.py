@@ -8,9 +8,10 @@ import pytest
 
 from render.auth_conf import render_auth_conf
 from render.manifests import config_map, headless_service, stateful_set
-from render.nats_conf import cluster_layout, render_nats_conf
+from render.nats_conf import cluster_layout, nats_conf_options, render_nats_conf
 from stack.errors import SettingsError
 from stack.settings import load_settings
+from stack.units import parse_duration
 from stack.users import SYSTEM
 from streams.local.server import free_port, local_layout, start_server, wait_cluster_ready
 from tests.pulumi_harness import as_manifest, encode_config, generated_password, run_program, stack_config
@@ -33,6 +34,15 @@ def test_three_replicas_render_the_chart_s_cluster_block():
     assert (spread["topologyKey"], spread["whenUnsatisfiable"], spread["maxSkew"], spread["nodeTaintsPolicy"]) == \
         ("kubernetes.io/hostname", "DoNotSchedule", 1, "Honor")
     assert {"name": "cluster", "containerPort": 6222, "protocol": "TCP"} in pod["containers"][0]["ports"]
+    # A rolling restart goes one pod at a time on plain /healthz (every replica current), not js-enabled-only, which
+    # answers 200 while replicas are still behind (clustering.md, measured).
+    nats_container = pod["containers"][0]
+    assert nats_container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    # Lame duck (preStop) gets its whole duration and grace before the kubelet's SIGKILL.
+    options = nats_conf_options(settings, cluster_layout(settings))
+    needed = parse_duration(options["lame_duck_duration"]) + parse_duration(options["lame_duck_grace_period"])
+    assert pod["terminationGracePeriodSeconds"] * 10**9 > needed
+    assert nats_container["lifecycle"]["preStop"]["exec"]["command"] == ["nats-server", "-sl=ldm=/var/run/nats/nats.pid"]
     assert "cluster" in [p["name"] for p in headless_service(settings)["spec"]["ports"]]
     # A single node renders none of it.
     single = load_settings({})
