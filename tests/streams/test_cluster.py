@@ -55,17 +55,21 @@ async def _publish_through_a_kill(urls: list[str], count: int, kill, after: int)
     js = nc.jetstream(timeout=2)
     acked: dict[str, int] = {}
     try:
+        loop = asyncio.get_running_loop()
         for i in range(count):
             msg_id = f"m-{i}"
-            for _ in range(100):   # bounded: at most ~100 retries of one message
+            # Bounded by time, not by tries: "no responders" comes back at once while a new stream leader is elected
+            # (about 6 s here, longer on a loaded machine: bench/cluster.py), so a count of tries ran out first.
+            deadline = loop.time() + 60
+            while True:
                 try:
                     ack = await js.publish("r3.data", msg_id.encode(), headers={"Nats-Msg-Id": msg_id})
                     acked[msg_id] = ack.seq
                     break
                 except (TimeoutError, nats.errors.Error):
+                    if loop.time() > deadline:
+                        raise AssertionError(f"{msg_id} was never acknowledged") from None
                     await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"{msg_id} was never acknowledged")
             if len(acked) == after:
                 await asyncio.to_thread(kill)
     finally:
