@@ -324,6 +324,14 @@ def cluster_only_findings(target, settings: Settings, present_keys: set[str]) ->
     return [Finding(WARN, "backups", missing_keys)] if missing_keys else []
 
 
+def monitoring_off_lan(settings: Settings, *, monitor_url: str | None, local: bool) -> str | None:
+    """Why check cannot reach the cluster's monitoring port by itself: none named, and the load balancer does not
+    carry it (auth on). Nothing for a server on this machine, or when one is named."""
+    if monitor_url is not None or local or not settings.load_balancer.enabled or monitoring_on_lan(settings):
+        return None
+    return f"the load balancer does not carry the monitoring port (auth is on): {monitoring_access(settings)}"
+
+
 def cmd_check(args) -> int:
     found = announce_with_stack(args)
     if found is None:
@@ -331,10 +339,9 @@ def cmd_check(args) -> int:
     target, stack = found
     settings, specs, buckets = stack.settings, stack.catalog, stack.buckets
     server = target.nats_url
-    if target.monitor_url is None and settings.load_balancer.enabled and not monitoring_on_lan(settings) \
-            and not target.local:
-        print(f"error: the load balancer does not carry the monitoring port (auth is on): {monitoring_access(settings)}",
-              file=sys.stderr)
+    off_lan = monitoring_off_lan(settings, monitor_url=target.monitor_url, local=target.local)
+    if off_lan:
+        print(f"error: {off_lan}", file=sys.stderr)
         return EXIT[FAIL]
     monitor = target.monitor_url or f"http://{urlparse(server.split(',')[0]).hostname}:{settings.ports.monitoring}"
     findings = asyncio.run(run_checks(server, monitor, settings, specs, store_warn=args.store_warn,

@@ -151,3 +151,19 @@ def test_bad_settings_name_the_key(raw, key, fragment):
 def test_load_balancer_off():
     assert not load_settings({"loadBalancer": {"ip": None}}).load_balancer.enabled
     assert not load_settings({"loadBalancer": None}).load_balancer.enabled
+
+
+@pytest.mark.parametrize("raw, monitor, local, refused", [
+    ({"auth": {"enabled": True}}, None, False, True),                       # the cluster, nothing named: say how
+    ({"auth": {"enabled": True}}, "http://127.0.0.1:8222", False, False),    # port-forwarded and named
+    ({"auth": {"enabled": True}}, None, True, False),                        # make dev: its own monitor
+    ({}, None, False, False),                                                # auth off: on the address
+    ({"auth": {"enabled": True}, "loadBalancer": {"ip": None}}, None, False, False),
+])
+def test_check_says_how_to_reach_a_monitoring_port_off_the_lan(raw, monitor, local, refused):
+    from streams.cli.check import monitoring_off_lan
+
+    reason = monitoring_off_lan(load_settings(raw), monitor_url=monitor, local=local)
+    assert (reason is not None) is refused
+    if refused:
+        assert "kubectl -n nats port-forward pod/nats-0 8222:8222" in reason and "--monitor" in reason
