@@ -6,6 +6,7 @@ import pulumi
 
 from components.config import (
     all_config_keys,
+    is_secret_key,
     present_backup_keys,
     read_admin_password,
     read_backup_credentials,
@@ -36,7 +37,8 @@ for warning in [*near_miss_namespaces(all_config_keys()), *stack.warnings, *conf
 
 nats = NatsDeployment("nats", NatsDeploymentArgs(settings, stack.users, admin_password, stack.catalog))
 declare_catalog(stack.catalog, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
-declare_buckets(stack.buckets, jetstream_servers=settings.replicas, depends_on=nats.ready_resources)
+declare_buckets(stack.buckets, jetstream_servers=settings.replicas, depends_on=nats.ready_resources,
+                secret_entries=is_secret_key("keyValues"))
 if settings.backups.enabled and credentials_warning is None:
     NatsBackupJob("nats-backup", NatsBackupJobArgs(settings, list(stack.backup_streams), read_backup_credentials()),
                   pulumi.ResourceOptions(depends_on=[nats.namespace]))

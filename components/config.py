@@ -19,6 +19,18 @@ def all_config_keys() -> set[str]:
     return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
 
 
+# Keys whose value is part of the stack's shape even when a leaf of it is a secret: a key-value entry's value set with
+# `pulumi config set --secret --path 'homelab-nats:keyValues.<bucket>.entries.<key>' …` makes the whole key secret.
+READ_WHEN_SECRET = ("keyValues",)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether `homelab-nats:<key>` holds a secret (anything read from it stays secret)."""
+    import pulumi.runtime.config as runtime_config
+
+    return bool(runtime_config.is_config_secret(f"{PROJECT}:{key}"))
+
+
 def read_stack_config() -> dict:
     """Every `homelab-nats:*` key of the running stack, decoded (objects and lists from JSON).
 
@@ -34,7 +46,7 @@ def read_stack_config() -> dict:
     raw = {}
     for full_key in sorted(k for k in keys if k.startswith(prefix)):
         key = full_key[len(prefix):]
-        if runtime_config.is_config_secret(full_key):
+        if runtime_config.is_config_secret(full_key) and key not in READ_WHEN_SECRET:
             continue  # secrets (connection credentials) are read by the stream provider's configure only
         text = config.get(key)
         try:

@@ -41,6 +41,10 @@ OBJ_OPTIONS = {"description": "description", "ttl": "maxAge", "maxBytes": "maxBy
                "replicas": "replicas", "compression": "compression", "placement": "placement",
                "metadata": "metadata"}
 CONTROL = ("allowDataLoss", "protect")
+# A key-value bucket's declared keys and values (`entries: {key: value}`): KeyValueEntry resources, not stream options.
+ENTRIES = "entries"
+# nats.go jetstream/kv.go keyValid: letters, digits and - / _ = . with no '.' at either end.
+KEY_NAME = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,11 @@ def _check(kind: BucketKind, bucket: str, decl: Mapping[str, Any]) -> None:
         raise CatalogError(where, None, "bucket names are letters, digits, '-' and '_' (nats.go validBucketRe)")
     if not isinstance(decl, Mapping):
         raise CatalogError(where, None, f"expected an object of options such as {{storage: file}}, got {decl!r}")
-    unknown = sorted(set(decl) - set(kind.options) - set(CONTROL))
+    extra = (ENTRIES,) if kind is KEY_VALUE else ()
+    unknown = sorted(set(decl) - set(kind.options) - set(CONTROL) - set(extra))
     if unknown:
         raise CatalogError(where, unknown[0], f"unknown option; a {kind.label} takes "
-                                              f"{', '.join([*kind.options, *CONTROL])}")
+                                              f"{', '.join([*kind.options, *CONTROL, *extra])}")
     if "compression" in decl and not isinstance(decl["compression"], bool):
         raise CatalogError(where, "compression", f"expected true (S2) or false, got {decl['compression']!r}")
     if "direct" in decl and not isinstance(decl["direct"], bool):
@@ -106,7 +111,7 @@ def stream_declaration_for(kind: BucketKind, bucket: str, decl: Mapping[str, Any
     else:
         out.update(maxBytes=-1)
     for option, value in decl.items():
-        if option in CONTROL:
+        if option in CONTROL or option == ENTRIES:
             continue
         key = kind.options[option]
         if option == "compression":
@@ -190,6 +195,53 @@ def bucket_declaration(kind: BucketKind, config: Mapping[str, Any], declared: Ma
 
 
 @dataclass(frozen=True)
+class EntrySpec:
+    """One declared key of a key-value bucket and its value (None: a secret the stack file holds encrypted, which
+    only `pulumi up` can read)."""
+    bucket: str
+    key: str
+    value: str | None
+    allow_data_loss: bool = False    # the bucket's: removing the declaration deletes the key only then
+
+    @property
+    def where(self) -> str:
+        return f"key {self.key!r} of key-value bucket {self.bucket!r}"
+
+
+def entry_value(value: Any) -> str | None:
+    """A declared value as the text stored: text as it is, numbers and true/false as YAML writes them; an encrypted
+    value (`{secure: …}` in the stack file, decrypted by Pulumi only) is None."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, Mapping) and set(value) == {"secure"}:
+        return None
+    raise ValueError(f"expected text (or a number), got {value!r}: write the value as it should be stored, quoted")
+
+
+def load_entries(bucket: str, decl: Mapping[str, Any]) -> tuple[EntrySpec, ...]:
+    raw = decl.get(ENTRIES)
+    if raw is None:
+        return ()
+    where = KEY_VALUE.where(bucket)
+    if not isinstance(raw, Mapping):
+        raise CatalogError(where, ENTRIES, f"expected a map of keys to values, e.g. {{room1.interval: \"30\"}}, got "
+                                           f"{type(raw).__name__}")
+    out = []
+    for key, value in raw.items():
+        key = str(key)
+        if not KEY_NAME.match(key) or key.startswith(".") or key.endswith("."):
+            raise CatalogError(where, f"{ENTRIES}.{key}", "keys are letters, digits and - / _ = . with no '.' at "
+                                                          "either end (nats.go keyValid)")
+        try:
+            out.append(EntrySpec(bucket, key, entry_value(value), bool(decl.get("allowDataLoss"))))
+        except ValueError as exc:
+            raise CatalogError(where, f"{ENTRIES}.{key}", str(exc)) from None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class BucketSpec:
     kind: BucketKind
     name: str
@@ -197,6 +249,7 @@ class BucketSpec:
     config: dict                 # the stream's wire config
     allow_data_loss: bool = False
     protect: bool = False
+    entries: tuple[EntrySpec, ...] = ()
 
     @property
     def stream_name(self) -> str:
@@ -216,8 +269,9 @@ def load_buckets(raw: Any, kind: BucketKind, *, max_replicas: int = 1) -> tuple[
         for flag in CONTROL:
             if flag in decl and not isinstance(decl[flag], bool):
                 raise CatalogError(kind.where(name), flag, f"expected true or false, got {decl[flag]!r}")
-        specs.append(BucketSpec(kind, str(name), decl, cfg, bool(decl.get("allowDataLoss")),
-                                bool(decl.get("protect"))))
+        entries = load_entries(str(name), decl) if kind is KEY_VALUE else ()
+        specs.append(BucketSpec(kind, str(name), {k: v for k, v in decl.items() if k != ENTRIES}, cfg,
+                                bool(decl.get("allowDataLoss")), bool(decl.get("protect")), entries))
     return tuple(specs)
 
 
@@ -251,3 +305,18 @@ def load_all_buckets(raw: Mapping[str, Any], *, streams=(), max_replicas: int = 
     if store_limits:
         _check_store_reservations([*streams, *buckets], store_limits, servers=max_replicas)
     return buckets
+
+
+# A key's last message marks it deleted with one of these (nats.go jetstream/kv.go kvop, the KV-Operation header).
+KV_DELETED = ("DEL", "PURGE")
+
+
+def entry_from_message(message: Mapping[str, Any]) -> tuple[str, int] | None:
+    """A key's value and revision from the last message on its subject (`$JS.API.STREAM.MSG.GET`'s `message`:
+    base64 data and headers), or None when that message marks it deleted."""
+    import base64
+
+    headers = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
+    if any(f"KV-Operation: {op}" in headers for op in KV_DELETED):
+        return None
+    return base64.b64decode(message.get("data") or b"").decode(errors="replace"), int(message["seq"])

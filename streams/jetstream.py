@@ -135,14 +135,20 @@ class JetStreamClient:
 
     async def request(self, subject: str, body: dict | None = None, *, retry_until_ready: bool = True) -> dict:
         """One JetStream API request; retried while JetStream is not yet answering (fresh deploy, restart)."""
-        deadline = time.monotonic() + self.settings.ready_timeout
         payload = json.dumps(body).encode() if body is not None else b""
+        return await self.publish(subject, payload, retry_until_ready=retry_until_ready)
+
+    async def publish(self, subject: str, payload: bytes, *, headers: dict | None = None,
+                      retry_until_ready: bool = True) -> dict:
+        """A request with a raw payload whose answer is JetStream JSON (an API call, or a publish into a stream and
+        its ack); an error in the answer raises JetStreamApiError."""
+        deadline = time.monotonic() + self.settings.ready_timeout
         last: BaseException | None = None
         delay = 0.1
         while True:
             nc = await self._connection(deadline)
             try:
-                msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
+                msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT, headers=headers)
                 data = json.loads(msg.data) if msg.data else {}
                 if "error" in data:
                     raise JetStreamApiError(subject, data["error"])

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import pulumi
 from pulumi.dynamic import Resource
 
-from stack.buckets import KEY_VALUE, BucketSpec
+from stack.buckets import KEY_VALUE, BucketSpec, EntrySpec
 from stack.catalog import ConsumerSpec, StreamSpec
 from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
+from streams.kv_entry_provider import KeyValueEntryProvider
 from streams.provider import ConsumerProvider, StreamProvider
 
 
@@ -104,12 +105,31 @@ class ObjectStore(_Bucket, module="nats", name="ObjectStore"):
         super().__init__(ObjectStoreProvider(), resource_name, spec, **kwargs)
 
 
+class KeyValueEntry(Resource, module="nats", name="KeyValueEntry"):
+    """One declared key of a key-value bucket: `pulumi up` writes its value when the server's differs; a refresh
+    shows a value changed on the server as drift. Output: the revision (streams/kv_entry_provider.py)."""
+    revision: pulumi.Output[int]
+
+    def __init__(self, resource_name: str, spec: EntrySpec, *, secret: bool = False,
+                 opts: pulumi.ResourceOptions | None = None):
+        value = pulumi.Output.secret(spec.value) if secret else spec.value
+        props = {"bucket": spec.bucket, "key": spec.key, "value": value, "allowDataLoss": spec.allow_data_loss,
+                 "revision": None}
+        hide = pulumi.ResourceOptions(additional_secret_outputs=["value"]) if secret else None
+        super().__init__(KeyValueEntryProvider(), resource_name, props, pulumi.ResourceOptions.merge(opts, hide))
+
+
 def declare_buckets(specs: Sequence[BucketSpec], *, jetstream_servers: int,
-                    depends_on: Sequence[pulumi.Resource] = ()) -> list:
-    """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready."""
-    resources = []
+                    depends_on: Sequence[pulumi.Resource] = (), secret_entries: bool = False) -> list:
+    """One KeyValue or ObjectStore resource per bucket, each waiting for the deployment to be ready, and one
+    KeyValueEntry per declared key after its bucket (their values secret when the stack's are)."""
+    resources: list[Resource] = []
     for spec in specs:
         cls, prefix = (KeyValue, "kv") if spec.kind is KEY_VALUE else (ObjectStore, "objectstore")
-        resources.append(cls(f"{prefix}-{spec.name}", spec, jetstream_servers=jetstream_servers,
-                             opts=pulumi.ResourceOptions(depends_on=list(depends_on))))
+        bucket = cls(f"{prefix}-{spec.name}", spec, jetstream_servers=jetstream_servers,
+                     opts=pulumi.ResourceOptions(depends_on=list(depends_on)))
+        resources.append(bucket)
+        for entry in spec.entries:
+            resources.append(KeyValueEntry(f"kv-{spec.name}-entry-{entry.key}", entry, secret=secret_entries,
+                                           opts=pulumi.ResourceOptions(depends_on=[bucket])))
     return resources

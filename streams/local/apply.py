@@ -13,6 +13,7 @@ from stack.catalog import CONSUMER_FIELDS, MANAGED_BY_KEY, MANAGED_BY_VALUE, STR
 from stack.errors import PROJECT
 from streams.bucket_provider import KeyValueProvider, ObjectStoreProvider
 from streams.jetstream import JetStreamApiError
+from streams.kv_entry_provider import KeyValueEntryProvider, read_entry
 from streams.plan import Plan, keep_from, plan_consumer_change, plan_stream_change
 from streams.provider import (
     AdoptionRefused,
@@ -138,7 +139,28 @@ def _apply_buckets(buckets, url: str, login: tuple[str, str] | None, jetstream_s
         props = bucket_props(spec, jetstream_servers=jetstream_servers)
         applied.append(_apply_stream(providers[spec.kind.kind], client, spec.kind.label, spec.name, props,
                                      stream=spec.stream_name))
+        if spec.entries:
+            entries = configured(KeyValueEntryProvider(), url, login=login)
+            applied += [_apply_entry(entries, client, entry) for entry in spec.entries]
     return applied
+
+
+def _apply_entry(provider, client, entry) -> Applied:
+    """A declared key: written when the server's value differs. An encrypted value (only `pulumi up` decrypts it)
+    is left as the server has it."""
+    name = f"{entry.bucket}/{entry.key}"
+    if entry.value is None:
+        return Applied("key", name, "unchanged", ("a secret: only pulumi up writes it",))
+    before = client.run(lambda c: read_entry(c, entry.bucket, entry.key))
+    try:
+        provider.create({"bucket": entry.bucket, "key": entry.key, "value": entry.value,
+                         "allowDataLoss": entry.allow_data_loss})
+    except _REFUSALS as exc:
+        return Applied("key", name, "refused", error=str(exc))
+    if before is None:
+        return Applied("key", name, "created")
+    return Applied("key", name, "unchanged" if before[0] == entry.value else "updated",
+                   () if before[0] == entry.value else ("value",))
 
 
 async def _consumer_infos(c, *, name: str) -> list[dict]:

@@ -282,3 +282,19 @@ def test_namespace_outlives_the_stack(homelab):
     """`pulumi destroy` must not delete the namespace: the JetStream claim (every message) is in it."""
     [ns] = homelab.of_type("kubernetes:core/v1:Namespace")
     assert homelab.options[ns.name].retain_on_delete is True
+
+
+@pytest.mark.parametrize("secret", [False, True])
+def test_declared_keys_are_resources_after_their_bucket_and_stay_secret(secret):
+    key_values = {"device-config": {"history": 5, "ttl": "30d", "storage": "file",
+                                    "entries": {"room1.interval": "30", "wifi.psk": "psk-never-in-plaintext"}}}
+    keys = tuple(TEST_SECRETS) + (("homelab-nats:keyValues",) if secret else ())
+    run = run_program({**stack_config("homelab"), **encode_config({"homelab-nats:keyValues": key_values})},
+                      secret_keys=keys)
+    entries = {r.inputs["key"]: r for r in run.of_type("pulumi-python:dynamic/nats:KeyValueEntry")}
+    assert set(entries) == {"room1.interval", "wifi.psk"}
+    psk = entries["wifi.psk"].inputs
+    assert psk["bucket"] == "device-config" and psk["allowDataLoss"] is False
+    assert is_secret(psk["value"]) is secret
+    [bucket] = run.of_type("pulumi-python:dynamic/nats:KeyValue")
+    assert "entries" not in bucket.inputs and "psk-never-in-plaintext" not in json.dumps(bucket.inputs, default=str)

@@ -353,3 +353,36 @@ def test_state_written_before_the_layout_change_still_works(engine, nats_server)
     engine.delete(STREAM_URN, id_, outs)
     engine.delete(kv_urn, kid, kouts)
     assert raw.stream("legacy")["error"]["err_code"] == 10059 and raw.stream("KV_legacy-kv")["error"]["err_code"] == 10059
+
+
+def test_key_value_entry_lifecycle_over_grpc(engine, nats_server):
+    """A declared key as the engine drives it: check, create, read, diff, update, delete (left without allowDataLoss)."""
+    from streams.bucket_provider import KeyValueProvider
+    from streams.kv_entry_provider import KeyValueEntryProvider
+    from tests.streams.test_buckets import kv_inputs
+    server = nats_server()
+    raw = RawJetStream(server.client_url)
+    engine.configure({f"{PROJECT}:natsUrl": server.client_url, f"{PROJECT}:natsReadyTimeout": "10s"})
+    bucket_urn = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:KeyValue::kv-device-config"
+    inputs, _ = engine.check(bucket_urn, {}, with_provider(kv_inputs("device-config", {"history": 5}),
+                                                           KeyValueProvider()))
+    engine.create(bucket_urn, inputs)
+    urn = f"urn:pulumi:homelab::{PROJECT}::pulumi-python:dynamic/nats:KeyValueEntry::kv-device-config-entry-interval"
+    props = {"bucket": "device-config", "key": "room1.interval", "value": "30", "allowDataLoss": False}
+    _, failures = engine.check(urn, {}, with_provider({**props, "key": ".bad"}, KeyValueEntryProvider()))
+    assert [f[0] for f in failures] == ["key"]
+    inputs, failures = engine.check(urn, {}, with_provider(props, KeyValueEntryProvider()))
+    assert failures == []
+    id_, outs = engine.create(urn, inputs)
+    assert id_ == "KV_device-config/room1.interval" and outs["revision"] == 1
+    raw.publish("$KV.device-config.room1.interval", [b"45"])           # changed on the server
+    rid, routs, rinputs = engine.read(urn, id_, outs)
+    assert rid == id_ and rinputs["value"] == "45" and routs["revision"] == 2
+    assert engine.diff(urn, id_, routs, inputs).changes == provider_pb2.DiffResponse.DIFF_SOME
+    outs = engine.update(urn, id_, routs, inputs)
+    assert outs["revision"] == 3
+    assert raw.api("$JS.API.STREAM.MSG.GET.KV_device-config",
+                   {"last_by_subj": "$KV.device-config.room1.interval"})["message"]["data"] == "MzA="   # "30"
+    engine.delete(urn, id_, outs)   # no allowDataLoss: the key stays
+    assert raw.api("$JS.API.STREAM.MSG.GET.KV_device-config",
+                   {"last_by_subj": "$KV.device-config.room1.interval"})["message"]["seq"] == 3
