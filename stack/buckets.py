@@ -320,3 +320,16 @@ def entry_from_message(message: Mapping[str, Any]) -> tuple[str, int] | None:
     if any(f"KV-Operation: {op}" in headers for op in KV_DELETED):
         return None
     return base64.b64decode(message.get("data") or b"").decode(errors="replace"), int(message["seq"])
+
+
+# A declared key against the server: what check and report say of it.
+AS_DECLARED, DIFFERS, MISSING, NOT_COMPARED = "as declared", "differs", "missing", "secret: not compared"
+
+
+def entry_status(entry: EntrySpec, server: tuple[str, int] | None) -> str:
+    """A declared key against the server's value and revision (None: the key has none)."""
+    if entry.value is None:
+        return NOT_COMPARED
+    if server is None:
+        return MISSING
+    return AS_DECLARED if server[0] == entry.value else DIFFERS

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import nats.errors
 
 from render.outputs import monitoring_access
-from stack.buckets import entry_from_message, unmanaged_keys
+from stack.buckets import DIFFERS, MISSING, NOT_COMPARED, entry_from_message, entry_status, unmanaged_keys
 from stack.catalog import StreamSpec
 from stack.loader import read_stack_file
 from stack.settings import Settings, backup_credentials_warning, monitoring_on_lan
@@ -243,25 +243,28 @@ async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
 
 def entry_finding(entry, server: tuple[str, int] | None) -> Finding:
     """A declared key against the server's value (never printed: it may be a secret)."""
-    where = entry.where
-    if entry.value is None:
-        return Finding(OK, where, "a secret in the stack file: not compared here (pulumi up writes it)")
-    if server is None:
-        return Finding(WARN, where, "not on the server (never written, or deleted); `pulumi up` writes it")
-    if server[0] != entry.value:
-        return Finding(WARN, where, f"differs from the declaration (server revision {server[1]}); `pulumi up` "
-                                    "writes the declared value back", {"revision": server[1]})
-    return Finding(OK, where, f"as declared (revision {server[1]})", {"revision": server[1]})
+    status = entry_status(entry, server)
+    if status == NOT_COMPARED:
+        return Finding(OK, entry.where, "a secret in the stack file: not compared here (pulumi up writes it)")
+    if status == MISSING:
+        return Finding(WARN, entry.where, "not on the server (never written, or deleted); `pulumi up` writes it")
+    revision = server[1] if server else 0
+    if status == DIFFERS:
+        return Finding(WARN, entry.where, f"differs from the declaration (server revision {revision}); `pulumi up` "
+                                          "writes the declared value back", {"revision": revision})
+    return Finding(OK, entry.where, f"as declared (revision {revision})", {"revision": revision})
+
+
+async def read_declared_entry(nc, bucket, entry) -> tuple[str, int] | None:
+    """A declared key's value and revision as the clients read it (the last message on its subject)."""
+    answer = await _api(nc, f"$JS.API.STREAM.MSG.GET.{bucket.stream_name}",
+                        {"last_by_subj": f"$KV.{bucket.name}.{entry.key}"})
+    return None if "error" in answer else entry_from_message(answer["message"])
 
 
 async def check_entries(nc, bucket) -> list[Finding]:
     """Each declared key of a key-value bucket, read as the clients read it (the last message on its subject)."""
-    out = []
-    for entry in bucket.entries:
-        answer = await _api(nc, f"$JS.API.STREAM.MSG.GET.{bucket.stream_name}",
-                            {"last_by_subj": f"$KV.{bucket.name}.{entry.key}"})
-        out.append(entry_finding(entry, None if "error" in answer else entry_from_message(answer["message"])))
-    return out
+    return [entry_finding(entry, await read_declared_entry(nc, bucket, entry)) for entry in bucket.entries]
 
 
 async def _round_trip(nc, stream: str, config: dict) -> Finding:

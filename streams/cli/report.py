@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 
 import nats.errors
 
+from stack.buckets import entry_status
 from stack.units import parse_server_time
+from streams.cli.check import read_declared_entry
 from streams.cli.target import announce_with_stack
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 
@@ -120,6 +122,10 @@ def format_report(report: dict) -> str:
                               f"{c['ack_pending']:,}", f"{c['redelivered']:,}", str(c["ack_floor_stream_seq"]),
                               _human_age(c["last_delivery_age_s"]), _human_age(c["last_ack_age_s"])])
         out += "\n\n" + _table(consumers)
+    if report.get("keys"):
+        keys = [["DECLARED KEY", "STATUS", "REVISION"]]
+        keys += [[f"{k['bucket']}/{k['key']}", k["status"], str(k["revision"] or "-")] for k in report["keys"]]
+        out += "\n\n" + _table(keys)
     return out + "\n"
 
 
@@ -147,6 +153,11 @@ async def fetch(nc) -> tuple[list[dict], dict[str, list[dict]]]:
     return streams, consumers
 
 
+def _key_row(entry, server: tuple[str, int] | None) -> dict:
+    """A declared key's row: its status against the server and the server's revision (never the value)."""
+    return {"status": entry_status(entry, server), "revision": server[1] if server else None}
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="every stream, consumer and bucket with its numbers", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,13 +179,17 @@ def cmd_report(args) -> int:
     async def go():
         nc = await connect_once(target.nats_url)
         try:
-            return await fetch(nc)
+            streams, consumers = await fetch(nc)
+            keys = [{"bucket": b.name, "key": e.key,
+                     **_key_row(e, await read_declared_entry(nc, b, e) if e.value is not None else None)}
+                    for b in buckets for e in b.entries]
+            return streams, consumers, keys
         except (nats.errors.Error, RuntimeError) as exc:
             raise CannotConnect(f"could not read the streams: {describe_failure(nc, exc)}") from None
         finally:
             await close_quietly(nc)
     try:
-        streams, consumers = asyncio.run(go())
+        streams, consumers, keys = asyncio.run(go())
     except CannotConnect as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -182,5 +197,7 @@ def cmd_report(args) -> int:
         streams, consumers, declared_streams={s.name for s in catalog},
         declared_consumers={(s.name, c.name) for s in catalog for c in s.consumers},
         buckets={b.stream_name: f"{b.kind.label} {b.name}" for b in buckets}, now=datetime.now(UTC))
+    if keys:
+        report["keys"] = keys
     print(json.dumps(report, indent=2) if args.json else format_report(report), end="" if not args.json else "\n")
     return 0

@@ -120,3 +120,28 @@ def test_check_shows_declared_keys_that_differ_without_their_values(server, buck
 def test_entry_from_message(message, expected):
     from stack.buckets import entry_from_message
     assert entry_from_message(message) == expected
+
+
+def test_report_lists_declared_keys_with_their_status_not_their_values(server, bucket, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from streams.cli import main
+    from tests.pulumi_harness import ROOT
+
+    doc = yaml.safe_load((ROOT / "Pulumi.homelab.yaml").read_text())
+    doc["config"]["homelab-nats:keyValues"]["device-config"]["entries"] = {"same": "1", "changed": "2", "gone": "3"}
+    stack_file = tmp_path / "Pulumi.keys.yaml"
+    stack_file.write_text(yaml.safe_dump(doc))
+    Managed(bucket).create(entry("same", "1"))
+    Managed(bucket).create(entry("changed", "2"))
+    kv(server, "put", "changed", b"edited-by-hand")
+    assert main(["report", "--server", server.client_url, "--stack", str(stack_file), "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = {k["key"]: (k["status"], k["revision"]) for k in json.loads(out)["keys"]}
+    assert rows == {"same": ("as declared", 1), "changed": ("differs", 3), "gone": ("missing", None)}
+    assert "edited-by-hand" not in out
+    assert main(["report", "--server", server.client_url, "--stack", str(stack_file)]) == 0
+    table = capsys.readouterr().out
+    assert "DECLARED KEY" in table and "device-config/changed  differs" in table
