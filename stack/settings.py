@@ -639,7 +639,7 @@ def _cluster(raw: Mapping[str, Any], replicas: int) -> Cluster:
             "A server that ran standalone and restarts with a cluster block deletes every stream it holds 30 s after "
             "it joins (nats-server checkForOrphans). Growing the running server: run `python -m streams cluster grow` "
             "first; it snapshots every stream and tells you to set it to snapshotted, then restores them into the "
-            "cluster after `pulumi up` (README, \"Growing to three nodes\"). A new deployment with no standalone data: "
+            "cluster after `pulumi up` (README, \"Growing the running server to three nodes\"). A new deployment with no standalone data: "
             "set it to none")
     spread = sec.get("spread", d.spread)
     if spread not in SPREAD:
