@@ -70,6 +70,10 @@ def configured(provider, url: str, ready_timeout: str = "60s", login: tuple[str,
     if login:
         values.update({f"{PROJECT}:natsUser": login[0], f"{PROJECT}:natsPassword": login[1]})
     provider.configure(ConfigureRequest(Config(values, PROJECT)))
+    # The server named here, whatever the shell's NATS_URL says: for `pulumi up` that variable wins over natsUrl
+    # (a port-forward), but make dev must apply to the server it has just started, never to one a previous export
+    # (or the homelab's address) left in the environment.
+    provider._connection = replace(provider._connection, url=url, url_source="the local server")
     return provider
 
 

@@ -341,3 +341,17 @@ def test_a_near_miss_project_prefix_warns(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "'homelab-nat:replicas' is in namespace 'homelab-nat', not 'homelab-nats'" in result.stderr
     assert "did you mean homelab-nats:replicas?" in result.stderr
+
+
+def test_make_dev_applies_to_its_own_server_whatever_nats_url_says(nats_server, monkeypatch):
+    """A shell that exported another server's NATS_URL (an earlier make dev's line, or the homelab's) must not
+    receive the catalog: the local apply names its server."""
+    from streams.local.server import free_port
+
+    server = nats_server()
+    elsewhere = f"nats://127.0.0.1:{free_port()}"   # nothing listens there
+    monkeypatch.setenv("NATS_URL", elsewhere)
+    applied = apply_catalog(load_catalog(homelab_raw()["streams"]), server.client_url)
+    close_all_clients()
+    assert {a.action for a in applied} == {"created"}
+    assert RawJetStream(server.client_url).stream("iot-sensors")["config"]["name"] == "iot-sensors"
