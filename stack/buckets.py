@@ -311,6 +311,11 @@ def load_all_buckets(raw: Mapping[str, Any], *, streams=(), max_replicas: int = 
 KV_DELETED = ("DEL", "PURGE")
 
 
+def entry_subject(bucket: str, key: str) -> str:
+    """The subject a key lives on (nats.go jetstream/kv.go: `$KV.<bucket>.<key>`)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def entry_from_message(message: Mapping[str, Any]) -> tuple[str, int] | None:
     """A key's value and revision from the last message on its subject (`$JS.API.STREAM.MSG.GET`'s `message`:
     base64 data and headers), or None when that message marks it deleted."""

@@ -114,6 +114,12 @@ async def connect_once(server: str, timeout: float = 15.0):
                             f"{': ' + str(exc) if str(exc) else ''}. {POINT_ELSEWHERE}") from None
 
 
+def in_a_cluster(nc) -> bool:
+    """Whether the connected server is part of a cluster: its INFO names the cluster then (nats-py keeps the INFO as
+    `_server_info`)."""
+    return bool((getattr(nc, "_server_info", None) or {}).get("cluster"))
+
+
 async def close_quietly(nc) -> None:
     """Close a connection whose server may already be gone (nats-py then raises from close)."""
     import nats.errors

@@ -14,7 +14,7 @@ from pathlib import Path
 from streams import clustering as c
 from streams.backup.folder import FolderStore
 from streams.backup.service import BackupError, backup_stream, restore_backup, stream_info, stream_names
-from streams.connection import close_quietly, connect_once
+from streams.connection import close_quietly, connect_once, in_a_cluster
 
 # How long the system account's PING collects answers (every node answers within milliseconds on a LAN).
 PING_SECONDS = 1.0
@@ -54,7 +54,7 @@ async def read_facts(nc, system: dict | None, url: str) -> c.Facts:
         info = await stream_info(nc, name)
         if info is not None:
             streams[name] = c.StreamFact.of(info)
-    if not nc._server_info.get("cluster"):   # the server's INFO names its cluster when it is in one
+    if not in_a_cluster(nc):
         return c.Facts(False, streams=streams)
     if system is None:
         raise RefusedStep("the server is in a cluster: the meta group is read as the system user. Set "
@@ -65,7 +65,9 @@ async def read_facts(nc, system: dict | None, url: str) -> c.Facts:
 
 
 async def meta_view(url: str, system: dict) -> tuple[str | None, dict[str, bool]]:
-    """The meta leader and every peer as the leader sees it, from `$SYS.REQ.SERVER.PING.JSZ` (system account)."""
+    """The meta leader and every peer as the leader sees it, from `$SYS.REQ.SERVER.PING.JSZ` (system account). A
+    connection per look, on purpose: between looks a node may stop or leave the group (that is what shrink does), and
+    a fresh connection goes to whichever node answers."""
     sysc = await connect(url, system)
     try:
         inbox = sysc.new_inbox()

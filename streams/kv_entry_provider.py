@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
-from stack.buckets import BUCKET_NAME, KEY_NAME, KEY_VALUE, entry_from_message
+from stack.buckets import BUCKET_NAME, KEY_NAME, KEY_VALUE, entry_from_message, entry_subject
 from streams.jetstream import JetStreamApiError, JetStreamClient
 from streams.provider import KEEP_STATE, _JetStreamProvider, _kept, _say
 
@@ -27,15 +27,11 @@ def entry_id(bucket: str, key: str) -> str:
     return f"{KEY_VALUE.stream_name(bucket)}/{key}"
 
 
-def _subject(bucket: str, key: str) -> str:
-    return f"$KV.{bucket}.{key}"
-
-
 async def read_entry(c: JetStreamClient, bucket: str, key: str) -> tuple[str, int] | None:
     """The key's value and revision on the server, or None when it has none (never put, or deleted)."""
     try:
         answer = await c.request(f"$JS.API.STREAM.MSG.GET.{KEY_VALUE.stream_name(bucket)}",
-                                 {"last_by_subj": _subject(bucket, key)})
+                                 {"last_by_subj": entry_subject(bucket, key)})
     except JetStreamApiError as exc:
         if exc.err_code == NO_MESSAGE_FOUND:
             return None
@@ -45,12 +41,12 @@ async def read_entry(c: JetStreamClient, bucket: str, key: str) -> tuple[str, in
 
 async def put_entry(c: JetStreamClient, bucket: str, key: str, value: str) -> int:
     """Put the value; its revision (the ack's sequence)."""
-    return int((await c.publish(_subject(bucket, key), value.encode()))["seq"])
+    return int((await c.publish(entry_subject(bucket, key), value.encode()))["seq"])
 
 
 async def delete_entry(c: JetStreamClient, bucket: str, key: str) -> None:
     """`nats kv del`: a delete marker on the key's subject."""
-    await c.publish(_subject(bucket, key), b"", headers={"KV-Operation": "DEL"})
+    await c.publish(entry_subject(bucket, key), b"", headers={"KV-Operation": "DEL"})
 
 
 class KeyValueEntryProvider(_JetStreamProvider):

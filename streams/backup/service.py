@@ -18,7 +18,7 @@ import nats.errors
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import BackupRef, BackupStore, new_backup_id
 from streams.backup.snapshot import SnapshotError, restore, restored_replicas, snapshot
-from streams.connection import close_quietly
+from streams.connection import close_quietly, in_a_cluster
 
 # Where backups go: an S3 bucket, or a plain folder in the nats CLI's layout (the same operations).
 Store = BackupStore | FolderStore
@@ -96,7 +96,7 @@ async def restore_backup(nc, store: Store, ref: BackupRef, *, name: str | None =
     """Restore a backup; a replicated stream's backup into a standalone server comes back R1 (said through `say`)."""
     meta = store.read_meta(ref)
     backed_up = meta.config.get("num_replicas", 1) or 1
-    replicas = restored_replicas(backed_up, bool((getattr(nc, "_server_info", None) or {}).get("cluster")))
+    replicas = restored_replicas(backed_up, in_a_cluster(nc))
     if replicas != backed_up and say:
         say(f"{meta.config['name']} was backed up at R{backed_up}; this server runs standalone, so it is restored "
             "at R1 (every message and consumer as backed up)")

@@ -1,8 +1,9 @@
 """`python -m streams check`: is the deployment healthy and as declared?
 
 In the spirit of `nats server check jetstream`: health endpoint, JetStream limits and how full the
-stores are, a cluster's meta leader, unreachable nodes and every replicated stream's replicas and their lag, every declared stream and consumer present without drift, consumer lag, and a round
-trip through each file-backed stream (publish a probe, read it back, delete it: no probe stays).
+stores are, a cluster's meta leader, unreachable nodes and every replicated stream's replicas and their lag,
+every declared stream and consumer present without drift, consumer lag, and a round trip through each
+file-backed stream (publish a probe, read it back, delete it: no probe stays).
 Exit codes: 0 all good, 1 warnings, 2 failures.
 """
 from __future__ import annotations
@@ -21,7 +22,15 @@ from urllib.parse import urlparse
 import nats.errors
 
 from render.outputs import monitoring_access
-from stack.buckets import DIFFERS, MISSING, NOT_COMPARED, entry_from_message, entry_status, unmanaged_keys
+from stack.buckets import (
+    DIFFERS,
+    MISSING,
+    NOT_COMPARED,
+    entry_from_message,
+    entry_status,
+    entry_subject,
+    unmanaged_keys,
+)
 from stack.catalog import StreamSpec
 from stack.loader import read_stack_file
 from stack.settings import Settings, backup_credentials_warning, monitoring_on_lan
@@ -54,13 +63,13 @@ def _http_json(url: str) -> tuple[int, dict]:
             return exc.code, {}
 
 
-def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tuple[list[Finding], bool]:
-    """Findings about the server, and whether it is usable at all (reachable, JetStream on)."""
+def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tuple[list[Finding], dict | None]:
+    """Findings about the server, and its /jsz when it is usable at all (reachable, JetStream on), else None."""
     found = []
     try:
         status, body = _http_json(f"{monitor_url}/healthz?js-enabled-only=true")
     except OSError as exc:
-        return [Finding(FAIL, "server", f"monitoring endpoint {monitor_url} unreachable: {exc}. {POINT_ELSEWHERE}")], False
+        return [Finding(FAIL, "server", f"monitoring endpoint {monitor_url} unreachable: {exc}. {POINT_ELSEWHERE}")], None
     if status == 200 and body.get("status") == "ok":
         found.append(Finding(OK, "server", "healthz?js-enabled-only=true: ok"))
     else:
@@ -68,7 +77,7 @@ def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tup
                                              f"{body.get('error') or body.get('status')}"))
     _, jsz = _http_json(f"{monitor_url}/jsz")
     if jsz.get("disabled") or "config" not in jsz:
-        return found + [Finding(FAIL, "jetstream", "JetStream is not enabled on the server")], False
+        return found + [Finding(FAIL, "jetstream", "JetStream is not enabled on the server")], None
     cfg = jsz["config"]
     want = (settings.jetstream.memory_store.bytes, settings.jetstream.file_store.bytes)
     have = (cfg.get("max_memory"), cfg.get("max_storage"))
@@ -84,7 +93,7 @@ def check_server(monitor_url: str, settings: Settings, store_warn: float) -> tup
         found.append(Finding(level, "jetstream", f"{store} store {share:.0%} full ({used} of {limit} bytes)"
                                                  + (f", above {store_warn:.0%}" if level == WARN else ""),
                              {"store": store, "used_bytes": used, "limit_bytes": limit, "share": round(share, 4)}))
-    return found, True
+    return found, jsz
 
 
 def cluster_findings(jsz: dict, infos: list[dict]) -> list[Finding]:
@@ -258,7 +267,7 @@ def entry_finding(entry, server: tuple[str, int] | None) -> Finding:
 async def read_declared_entry(nc, bucket, entry) -> tuple[str, int] | None:
     """A declared key's value and revision as the clients read it (the last message on its subject)."""
     answer = await _api(nc, f"$JS.API.STREAM.MSG.GET.{bucket.stream_name}",
-                        {"last_by_subj": f"$KV.{bucket.name}.{entry.key}"})
+                        {"last_by_subj": entry_subject(bucket.name, entry.key)})
     return None if "error" in answer else entry_from_message(answer["message"])
 
 
@@ -298,8 +307,8 @@ async def _round_trip(nc, stream: str, config: dict) -> Finding:
 async def run_checks(server: str, monitor_url: str, settings: Settings, specs: tuple[StreamSpec, ...], *,
                      store_warn: float = 0.8, lag_warn: int = 1000, round_trip: bool = True,
                      buckets=()) -> list[Finding]:
-    findings, usable = await asyncio.to_thread(check_server, monitor_url, settings, store_warn)
-    if not usable:
+    findings, jsz = await asyncio.to_thread(check_server, monitor_url, settings, store_warn)
+    if jsz is None:
         return findings  # nothing further can be checked without a reachable server with JetStream
     try:
         nc = await connect_once(server, timeout=10)
@@ -307,7 +316,6 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
         started = await asyncio.to_thread(server_start, monitor_url)
-        _, jsz = await asyncio.to_thread(_http_json, f"{monitor_url}/jsz")
         if jsz.get("meta_cluster"):
             from streams.backup.service import stream_info, stream_names
 

@@ -229,6 +229,18 @@ def cli(*args, env: dict, cwd=ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def publish_as_admin(lab: Homelab, prefix: str, count: int, payload: bytes) -> None:
+    """`count` messages on <prefix>.0 … <prefix>.<count-1>, published with acks by the admin."""
+    async def publish():
+        nc = await nats.connect(lab.url, **lab.login("admin"))
+        try:
+            for i in range(count):
+                await nc.jetstream().publish(f"{prefix}.{i}", payload)
+        finally:
+            await nc.close()
+    run(publish())
+
+
 def user_env(lab: Homelab, user: str) -> dict:
     """The user's env file, as a workload gets it from its Secret."""
     text = (lab.workdir / "auth" / f"{user}.env").read_text()
@@ -236,12 +248,7 @@ def user_env(lab: Homelab, user: str) -> dict:
 
 
 def test_backup_user_snapshots_its_streams_and_nothing_more(homelab, tmp_path):
-    async def publish():
-        admin = await nats.connect(homelab.url, **homelab.login("admin"))
-        for i in range(20):
-            await admin.jetstream().publish(f"logs.app.{i}", b"line")
-        await admin.close()
-    run(publish())
+    publish_as_admin(homelab, "logs.app", 20, b"line")
     env = user_env(homelab, "backup")
     assert env["NATS_INBOX_PREFIX"] == "_INBOX_backup"
     done = cli("backup", "app-logs", "--to", str(tmp_path / "logs"), env=env)
@@ -549,12 +556,7 @@ def test_the_cron_jobs_snapshot_script_logs_in_as_the_backup_user(homelab, tmp_p
     from render.backup_job import SNAPSHOT_SCRIPT
     from tests.render.test_backup_job import NATS_BOX_TOOLS, image_path, run_in
 
-    async def publish():
-        nc = await nats.connect(homelab.url, **homelab.login("admin"))
-        for i in range(10):
-            await nc.jetstream().publish(f"analytics.events.{i}", b"e")
-        await nc.close()
-    run(publish())
+    publish_as_admin(homelab, "analytics.events", 10, b"e")
     box = image_path(tmp_path / "nats-box", NATS_BOX_TOOLS, {"nats": "nats_shim"})
     (tmp_path / "backup" / "streams").mkdir(parents=True)
     env = {**user_env(homelab, "backup"), "STREAMS": "analytics app-logs", "BACKUP_DIR": str(tmp_path / "backup"),

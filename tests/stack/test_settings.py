@@ -155,7 +155,7 @@ def test_load_balancer_off():
 
 @pytest.mark.parametrize("raw, monitor, local, refused", [
     ({"auth": {"enabled": True}}, None, False, True),                       # the cluster, nothing named: say how
-    ({"auth": {"enabled": True}}, "http://127.0.0.1:8222", False, False),    # port-forwarded and named
+    ({"auth": {"enabled": True}}, "http://127.0.0.1:18222", False, False),   # port-forwarded and named
     ({"auth": {"enabled": True}}, None, True, False),                        # make dev: its own monitor
     ({}, None, False, False),                                                # auth off: on the address
     ({"auth": {"enabled": True}, "loadBalancer": {"ip": None}}, None, False, False),
