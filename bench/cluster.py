@@ -82,7 +82,7 @@ def main() -> int:
 
             servers[2].kill()
             start = time.perf_counter()
-            servers[2] = start_server(settings, layouts[2], wd / "n2")
+            servers[2] = start_server(settings, layouts[2], wd / "n2", standalone=False)
             wait_cluster_ready(servers)
             print(f"node restart (after kill -9) to healthy cluster: {time.perf_counter() - start:.2f} s")
 

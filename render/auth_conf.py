@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stack.users import ANONYMOUS, SYSTEM, SYSTEM_ACCOUNT, ServerUser
+from stack.users import ANONYMOUS, STREAMS_ACCOUNT, SYSTEM, SYSTEM_ACCOUNT, Import, ServerUser
 
 
 def _conf_string(text: str) -> str:
@@ -31,35 +31,80 @@ def _conf_value(value: Any) -> str:
     return _conf_string(str(value))
 
 
+def _user_entry(user: ServerUser, passwords: Mapping[str, str]) -> str:
+    if user.name not in passwords:
+        raise ValueError(f"no password for NATS user {user.name!r}")
+    entry = f"{{user: {_conf_string(user.name)}, password: {_conf_string(passwords[user.name])}"
+    if user.permissions is not None:
+        entry += f", permissions: {_conf_value(user.permissions)}"
+    return entry + "}"
+
+
+def streams_exports(users: Iterable[ServerUser]) -> list[dict]:
+    """What `STREAMS` exports: each subject an application account imports, to exactly the accounts importing it
+    (an export without `accounts` would be open to every account)."""
+    importers: dict[Import, list[str]] = {}
+    for user in users:
+        for imp in user.imports or ():
+            importers.setdefault(imp, []).append(user.account)
+    exports = []
+    for imp, accounts in importers.items():
+        export: dict[str, Any] = {imp.kind: imp.subject}
+        if imp.streamed:
+            export["response_type"] = "stream"
+        export["accounts"] = accounts
+        exports.append(export)
+    return exports
+
+
+def _account_block(name: str, body: list[str]) -> list[str]:
+    return [f"  {_conf_string(name)}: {{", *(f"    {line}" for line in body), "  }"]
+
+
 def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], *,
                      system_password: str | None = None) -> str:
-    """The file nats.conf includes when auth is on: `authorization { users: [...] }` with each user's password
-    and permissions. It is the content of a Secret, never of the ConfigMap, and it is one file on purpose: the
-    server refuses a config whose included variables are unused or missing, so passwords kept apart from the
-    users would make every added or removed user a window in which a reload (or a restart) fails.
+    """The file nats.conf includes when auth is on (or in a cluster): the accounts, their users with passwords and
+    permissions, and what each account exports and imports, in the server's config syntax. It is the content of a
+    Secret, never of the ConfigMap, and it is one file on purpose: the server refuses a config whose included
+    variables are unused or missing, so passwords kept apart from the users would make every added or removed user
+    a window in which a reload (or a restart) fails.
+
+    With auth on (stack/users.py, "Accounts"): `STREAMS` has JetStream and the operator users and exports to each
+    application account exactly what that account imports; every application user is alone in its own account.
 
     With `system_password` (a cluster) the system account gets its user, `sys`. Without any users (auth off) the
     server would then refuse clients that bring no credentials: they log in as `anonymous` of the global account,
     with every permission, as they did before (nats-server opts.go no_auth_user; the streams stay where they are,
     in the global account)."""
     users = list(users)
-    lines = ["# Rendered by homelab-nats (render/auth_conf.py): users, passwords, permissions. A Secret.",
-             "authorization {", "  users: ["]
-    if not users and system_password is not None:
-        lines.append(f"    {{user: {_conf_string(ANONYMOUS)}}}")
-    for user in users:
-        if user.name not in passwords:
-            raise ValueError(f"no password for NATS user {user.name!r}")
-        entry = f"    {{user: {_conf_string(user.name)}, password: {_conf_string(passwords[user.name])}"
-        if user.permissions is not None:
-            entry += f", permissions: {_conf_value(user.permissions)}"
-        lines.append(entry + "}")
-    lines += ["  ]", "}"]
-    if not users and system_password is not None:
-        lines.append(f"no_auth_user: {_conf_string(ANONYMOUS)}")
+    lines = ["# Rendered by homelab-nats (render/auth_conf.py): accounts, users, passwords, permissions. A Secret."]
+    accounts: list[str] = []
+    if users:
+        operators = [u for u in users if u.imports is None]
+        exports = streams_exports(users)
+        body = ["jetstream: enabled", "users: [", *(f"  {_user_entry(u, passwords)}" for u in operators), "]"]
+        if exports:
+            body += ["exports: [", *(f"  {_conf_value(e)}" for e in exports), "]"]
+        accounts += _account_block(STREAMS_ACCOUNT, body)
+        for user in users:
+            if user.imports is None:
+                continue
+            imports = [{imp.kind: {"account": STREAMS_ACCOUNT, "subject": imp.subject}} for imp in user.imports]
+            accounts += _account_block(user.account, [f"users: [{_user_entry(user, passwords)}]", "imports: [",
+                                                      *(f"  {_conf_value(i)}" for i in imports), "]"])
+    else:
+        lines += ["authorization {", "  users: ["]
+        if system_password is not None:
+            lines.append(f"    {{user: {_conf_string(ANONYMOUS)}}}")
+        lines += ["  ]", "}"]
+        if system_password is not None:
+            lines.append(f"no_auth_user: {_conf_string(ANONYMOUS)}")
     if system_password is not None:
-        lines += ["# The system account: peer removal and server-wide requests ($SYS), for the cluster's operator.",
-                  f"accounts {{ {SYSTEM_ACCOUNT}: {{ users: [{{user: {_conf_string(SYSTEM)}, "
-                  f"password: {_conf_string(system_password)}}}] }} }}",
-                  f"system_account: {SYSTEM_ACCOUNT}"]
+        lines.append("# The system account: peer removal and server-wide requests ($SYS), for the cluster's operator.")
+        accounts += _account_block(SYSTEM_ACCOUNT, [f"users: [{{user: {_conf_string(SYSTEM)}, "
+                                                    f"password: {_conf_string(system_password)}}}]"])
+    if accounts:
+        lines += ["accounts {", *accounts, "}"]
+    if system_password is not None:
+        lines.append(f"system_account: {SYSTEM_ACCOUNT}")
     return "\n".join(lines) + "\n"

@@ -24,10 +24,11 @@ from render.nats_conf import (
     render_nats_conf,
     restart_checksum,
 )
+from render.settle_account import INIT_CONTAINER, SETTLE_SCRIPT
 from stack import homelab_git
 from stack.settings import Settings, Tls, monitoring_on_lan
 from stack.users import NATS_BOX as NATS_BOX_USER
-from stack.users import ServerUser, secret_name
+from stack.users import ServerUser, jetstream_account, secret_name
 
 NAME = STATEFUL_SET
 CONFIG_MAP = "nats-config"
@@ -108,6 +109,22 @@ def _nats_container(settings: Settings) -> dict:
         "readinessProbe": _probe(settings, "/healthz?js-server-only=true", 10, 3),
         "livenessProbe": _probe(settings, "/healthz?js-enabled-only=true", 30, 3),
         "lifecycle": {"preStop": {"exec": {"command": ["nats-server", f"-sl=ldm={PID_FILE}"]}}},
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+
+
+def _settle_account_container(settings: Settings) -> dict:
+    """Before nats-server starts, the streams move to the account the config gives them (render/settle_account.py).
+    A standalone server only; nats-box's image has the shell the script needs."""
+    return {
+        "name": INIT_CONTAINER,
+        "image": settings.images.nats_box,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", SETTLE_SCRIPT],
+        "env": [{"name": "JETSTREAM_DIR", "value": settings.jetstream.store_dir.rstrip("/") + "/jetstream"},
+                {"name": "ACCOUNT", "value": jetstream_account(settings.auth.enabled)}],
+        "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}, "requests": {"cpu": "10m", "memory": "16Mi"}},
+        "volumeMounts": [{"name": JS_VOLUME, "mountPath": settings.jetstream.store_dir}],
         "securityContext": _RESTRICTED_CONTAINER,
     }
 
@@ -258,6 +275,7 @@ def stateful_set(settings: Settings) -> dict:
                     "terminationGracePeriodSeconds": 60,
                     "enableServiceLinks": False,
                     "securityContext": _pod_security(settings),
+                    **({"initContainers": [_settle_account_container(settings)]} if settings.replicas == 1 else {}),
                     "containers": [_nats_container(settings), _reloader_container(settings),
                                    _exporter_container(settings)],
                     "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}},

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from stack.settings import Settings
+from stack.users import jetstream_account
 
 CONFIG_DIR = "/etc/nats-config"
 CONFIG_FILE = f"{CONFIG_DIR}/nats.conf"
@@ -165,4 +166,6 @@ def restart_checksum(settings: Settings, layout: ConfLayout) -> str:
     """A digest of the options that need a restart; it goes on the pod template as an annotation."""
     opts = nats_conf_options(settings, layout)
     restart_only = {k: opts[k] for k in (*RESTART_ONLY_OPTIONS, CLUSTER_OPTION) if k in opts}
+    if settings.auth.enabled:   # the streams change account only at a start (render/settle_account.py)
+        restart_only["streams_account"] = jetstream_account(True)
     return hashlib.sha256(json.dumps(restart_only, sort_keys=True).encode()).hexdigest()

@@ -65,10 +65,15 @@ def external_urls(host: str, client_port: int, monitoring_port: int, scheme: str
 
 
 def users_entry(settings: Settings, user) -> dict:
-
+    """One user for review: its account, where its password is, its permissions and, for an application user, what
+    its account imports from the streams' account."""
     if user.name == NATS_BOX:
-        return {"permissions": "all", "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}
+        return {"account": user.account, "permissions": "all",
+                "password": f"generated, in the {settings.namespace}/nats-box-contexts Secret"}
     if user.permissions is None:
-        return {"permissions": "all", "password": f"the {config_key('natsPassword')} secret"}
-    return {"secret": f"{user.namespace or settings.namespace}/{secret_name(user.name)}", "inboxPrefix": user.inbox_prefix,
-            "permissions": user.permissions}
+        return {"account": user.account, "permissions": "all", "password": f"the {config_key('natsPassword')} secret"}
+    entry = {"account": user.account, "secret": f"{user.namespace or settings.namespace}/{secret_name(user.name)}",
+             "inboxPrefix": user.inbox_prefix, "permissions": user.permissions}
+    if user.imports is not None:
+        entry["imports"] = [f"{i.kind} {i.subject}" + (" (streamed)" if i.streamed else "") for i in user.imports]
+    return entry

@@ -31,8 +31,34 @@ subscribe below it: with the shared `_INBOX.>` any user could read the messages 
 request receives. Clients set the prefix (nats-py `inbox_prefix=`, nats.go `nats.CustomInboxPrefix`, the nats
 CLI `--inbox-prefix`); each user's Kubernetes Secret carries it as NATS_INBOX_PREFIX.
 
-All users live in the server's global account, where the streams already are: turning auth on strands
-nothing (tests/stack/test_auth.py restarts a server that has data with auth on).
+Accounts (issue 22). nats-server checks a publish against its subject, never its reply, and JetStream acts on
+whatever reaches its API subjects in the account that holds the streams: a user there that may ask anything the
+server answers (a publish with an ack, a direct get, a fetch) can aim the answer at `$JS.API.STREAM.DELETE.x` by
+naming it as the reply. So with auth on:
+- the streams live in account `STREAMS` (JetStream on), with the project's operator users only: admin, nats-box,
+  backup and monitor. A snapshot and JetStream's information are answered only inside the stream's own account
+  (nats-server server/jetstream_api.go getRequestInfo takes the requester's account; server/client.go
+  processServiceImport names the exporter as `ci.Service` only for an import of an import), so these two cannot
+  leave it: their passwords are operator credentials, kept in the NATS namespace, never handed to an application;
+- every application user gets an account of its own, without JetStream, that imports exactly the services its
+  role needs from `STREAMS`, which exports each to the accounts that import it and no other. An imported
+  service's reply is remapped to a `_R_.` subject of the importing account (server/accounts.go
+  addRespServiceImport), so whatever reply a user names, the answer lands in its own account, where nothing acts
+  on JetStream or reaches another user.
+What an application role imports, and why each works across accounts (measured on the pinned 2.15.1 and kept in
+tests/stack/test_accounts.py): a publish (the stream's subscription answers the ack); a pull consumer's
+`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` (the consumer's own subscription; response_type stream: one
+answer per message) and its `$JS.ACK.<stream>.<consumer>.>`; a push consumer's delivery subject (a stream
+export, its subject fixed by the catalog) and `$JS.FC.<stream>.<consumer>.>`; a bucket's direct gets (the
+stream's subscription, streamed for batches) and, to write a key, `$KV.<bucket>.>`. Everything JetStream's API
+answers (stream and consumer info, consumer creation, purge) is answered in the requester's account, which has no
+JetStream (10039): application users get none of it, so nats-py's `js.key_value()` (a stream info first),
+`kv.watch()`, `kv.history()` and the object store's reads (ordered consumers) are not theirs. The README shows
+the direct gets that replace them.
+
+With auth off every client is in the global account `$G`, where streams made before auth existed are. The
+account the streams belong in is `jetstream_account`; a standalone server's store is moved to it while the
+server is stopped (render/settle_account.py).
 """
 from __future__ import annotations
 
@@ -62,6 +88,10 @@ USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 _USER_KEYS = ("publish", "consume", "keyValues", "objectStores", "namespace")
 ACCESS = ("read", "write")
 
+# The account that holds JetStream and the streams when auth is on, and the global account they are in otherwise.
+STREAMS_ACCOUNT = "STREAMS"
+GLOBAL_ACCOUNT = "$G"
+
 MONITOR_SUBJECTS = ("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*",
                     "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*")
 
@@ -84,16 +114,36 @@ class Auth:
     users: tuple[AppUser, ...] = ()
 
 
+def jetstream_account(auth_enabled: bool) -> str:
+    """The account the streams belong in: `STREAMS` with auth on, the global account without."""
+    return STREAMS_ACCOUNT if auth_enabled else GLOBAL_ACCOUNT
+
+
+@dataclass(frozen=True)
+class Import:
+    """A subject an application's account imports from `STREAMS`: a service (its requests go there, the answers
+    come back on a `_R_.` reply), or a stream (messages published there are delivered here)."""
+    kind: str               # "service" | "stream"
+    subject: str
+    streamed: bool = False  # a service answering with several messages (response_type: stream)
+
+
 @dataclass(frozen=True)
 class ServerUser:
-    """One user as the server sees it: its name and permissions (None: everything), and where its Secret goes."""
+    """One user as the server sees it: its name and permissions (None: everything), where its Secret goes, and,
+    for an application user, what its own account imports (None: an operator user, in `STREAMS`)."""
     name: str
     permissions: Mapping[str, Any] | None = field(default=None, hash=False)
     namespace: str | None = None   # None: the NATS namespace
+    imports: tuple[Import, ...] | None = None
 
     @property
     def inbox_prefix(self) -> str | None:
         return None if self.permissions is None else inbox_prefix(self.name)
+
+    @property
+    def account(self) -> str:
+        return STREAMS_ACCOUNT if self.imports is None else self.name
 
 
 def inbox_prefix(user: str) -> str:
@@ -177,46 +227,45 @@ def _permissions(publish: Iterable[str], subscribe: Iterable[str]) -> dict:
     return {"publish": {"allow": list(dict.fromkeys(publish))}, "subscribe": {"allow": list(dict.fromkeys(subscribe))}}
 
 
-def app_user_permissions(user: AppUser, catalog) -> dict:
-    """The subjects an application user needs for what it declared, and nothing more."""
+def app_user_access(user: AppUser, catalog) -> tuple[dict, tuple[Import, ...]]:
+    """What an application user may publish and subscribe to, and what its account imports for it: one list of
+    grants, so that a permission never comes without the import that makes it work, or the reverse."""
     consumers = {(spec.name, c.name): c for spec in catalog for c in spec.consumers}
-    publish = list(user.publish)
-    subscribe = [f"{inbox_prefix(user.name)}.>"]
+    grants: list[tuple[str, Import]] = [("publish", Import("service", s)) for s in _widest(user.publish)]
     for stream, consumer in user.consume:
-        publish += [f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                    f"$JS.ACK.{stream}.{consumer}.>"]
+        grants += [("publish", Import("service", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", streamed=True)),
+                   ("publish", Import("service", f"$JS.ACK.{stream}.{consumer}.>"))]
         deliver = consumers[(stream, consumer)].config.get("deliver_subject")
         if deliver:  # a push consumer: its delivery subject, and replies to the server's flow control
-            subscribe.append(deliver)
-            publish.append(f"$JS.FC.{stream}.>")
-    return _permissions(publish + bucket_subjects(user), subscribe)
-
-
-def _store_reader(stream: str) -> list[str]:
-    """Reading a key-value bucket or object store through the clients: its info, a message by subject (direct get
-    when the stream allows it, else the API), and the ordered consumers of watch, history, keys and object
-    chunks with their flow control (nats-py js/manager.py get_msg, js/client.py subscribe ordered_consumer).
-    nats-py's object store finds the chunks' stream by subject ($JS.API.STREAM.NAMES: the names of the streams,
-    none of their contents)."""
-    return ["$JS.API.STREAM.NAMES", f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
-            f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}",
-            f"$JS.API.CONSUMER.CREATE.{stream}.>", f"$JS.API.CONSUMER.INFO.{stream}.>",
-            f"$JS.API.CONSUMER.DELETE.{stream}.>", f"$JS.FC.{stream}.>"]
-
-
-def bucket_subjects(user: AppUser) -> list[str]:
-    """What the user publishes to use its buckets: reads for both accesses; writes add the bucket's subjects
-    (`$KV.<bucket>.>`; an object store's chunks and metadata, and the purge that replacing an object does)."""
-    out = []
+            grants += [("subscribe", Import("stream", deliver)),
+                       ("publish", Import("service", f"$JS.FC.{stream}.{consumer}.>"))]
     for bucket, access in user.key_values:
-        out += _store_reader(f"KV_{bucket}")
+        grants += _direct_gets(f"KV_{bucket}")
         if access == "write":
-            out.append(f"$KV.{bucket}.>")
-    for bucket, access in user.object_stores:
-        out += _store_reader(f"OBJ_{bucket}")
-        if access == "write":
-            out += [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}"]
-    return out
+            grants.append(("publish", Import("service", f"$KV.{bucket}.>")))
+    for bucket, _ in user.object_stores:
+        grants += _direct_gets(f"OBJ_{bucket}")
+    publish = [i.subject for verb, i in grants if verb == "publish"]
+    subscribe = [f"{inbox_prefix(user.name)}.>"] + [i.subject for verb, i in grants if verb == "subscribe"]
+    return _permissions(publish, subscribe), tuple(dict.fromkeys(i for _, i in grants))
+
+
+def app_user_permissions(user: AppUser, catalog) -> dict:
+    """The subjects an application user needs for what it declared, and nothing more."""
+    return app_user_access(user, catalog)[0]
+
+
+def _widest(subjects: Iterable[str]) -> list[str]:
+    """The subjects without those another one already covers: one account cannot import a subject twice."""
+    subjects = list(dict.fromkeys(subjects))
+    return [s for s in subjects if not any(o != s and subject_is_subset(s, o) for o in subjects)]
+
+
+def _direct_gets(stream: str) -> list[tuple[str, Import]]:
+    """Reading a bucket's messages by subject or sequence: the stream's direct get, answered by the stream's own
+    subscription (so across accounts), streamed for batch and multi-last requests."""
+    return [("publish", Import("service", f"$JS.API.DIRECT.GET.{stream}", streamed=True)),
+            ("publish", Import("service", f"$JS.API.DIRECT.GET.{stream}.>", streamed=True))]
 
 
 def backup_permissions(streams: Iterable[str]) -> dict:
@@ -261,11 +310,29 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
                                     f"{known}); declare it under homelab-nats:streams.{stream}.consumers")
         for key, kind, pairs in (("keyValues", "keyValue", user.key_values),
                                  ("objectStores", "objectStore", user.object_stores)):
-            declared_buckets = sorted(b.name for b in buckets if b.kind.kind == kind)
-            for bucket, _ in pairs:
+            declared_buckets = {b.name: b for b in buckets if b.kind.kind == kind}
+            for bucket, access in pairs:
                 if bucket not in declared_buckets:
                     raise SettingsError(f"{where}.{key}: {bucket!r} is not a declared bucket (declared: "
-                                        f"{', '.join(declared_buckets) or 'none'}); declare it under "
+                                        f"{', '.join(sorted(declared_buckets)) or 'none'}); declare it under "
                                         f"homelab-nats:{key}")
-        users.append(ServerUser(user.name, app_user_permissions(user, catalog), user.namespace))
+                _check_bucket_grant(f"{where}.{key}.{bucket}", key, declared_buckets[bucket], access)
+        permissions, imports = app_user_access(user, catalog)
+        users.append(ServerUser(user.name, permissions, user.namespace, imports))
     return tuple(users)
+
+
+def _check_bucket_grant(where: str, key: str, bucket, access: str) -> None:
+    """What an application's account can be given of a bucket: reads are direct gets, which the bucket must allow;
+    an object store cannot be written from outside `STREAMS` (replacing an object purges its old chunks, and a
+    purge is JetStream's API, answered only there)."""
+    if key == "objectStores" and access == "write":
+        raise SettingsError(f"{where}: an application user can read an object store, not write it: replacing or "
+                            "deleting an object purges its chunks through JetStream's API, which the server answers "
+                            "only inside the streams' account, where any user could aim an answer at the API and "
+                            "delete a stream (README, \"Users and permissions\"). Give it read, and upload from "
+                            "nats-box (`nats object put`)")
+    if not bucket.config.get("allow_direct"):
+        raise SettingsError(f"{where}: reading the bucket from an application's account needs direct gets, and the "
+                            f"bucket declares direct: false. Remove `direct: false` from homelab-nats:{key}."
+                            f"{bucket.name}, or leave the user without it")

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TextIO
 
 from render.nats_conf import ClusterLayout, ConfLayout, render_nats_conf
+from render.settle_account import SETTLE_SCRIPT
 from stack.settings import Settings
+from stack.users import jetstream_account
 from streams.local.users import LOCAL_AUTH_FILE, write_local_auth
 
 
@@ -175,14 +177,28 @@ class LocalServer:
         self.stop()
 
 
+def settle_account(store_dir: str, account: str) -> str:
+    """The pod's init container, here: the script that moves a stopped standalone server's streams into `account`
+    (render/settle_account.py). Returns what it said; a clash stops the start with its message."""
+    done = subprocess.run(["sh", "-c", SETTLE_SCRIPT], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                               "JETSTREAM_DIR": str(Path(store_dir) / "jetstream"), "ACCOUNT": account})
+    if done.returncode != 0:
+        raise LocalServerError(done.stderr.strip() or f"moving the streams to account {account} failed")
+    return done.stdout
+
+
 def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait: bool = True,
-                 conf_text: str | None = None) -> LocalServer:
-    """Render nats.conf for `layout` and start nats-server on it in `workdir`."""
+                 conf_text: str | None = None, standalone: bool = True) -> LocalServer:
+    """Render nats.conf for `layout` and start nats-server on it in `workdir`. A standalone server's streams move
+    first to the account this config gives them (auth on: STREAMS, off: the global account)."""
     for port in (layout.client_port, layout.monitoring_port):
         if not port_is_free(layout.host, port):
             raise LocalServerError(f"port {port} on {layout.host} is already in use; stop what holds it or "
                                    "choose another port")
     workdir.mkdir(parents=True, exist_ok=True)
+    if standalone:
+        settle_account(layout.store_dir, jetstream_account(settings.auth.enabled))
     conf_path = workdir / "nats.conf"
     conf_path.write_text(conf_text if conf_text is not None else render_nats_conf(settings, layout))
     log_path = workdir / "nats-server.log"
@@ -211,7 +227,7 @@ def start_cluster(settings: Settings, layouts: list[ConfLayout], workdir: Path, 
     servers: list[LocalServer] = []
     try:
         for layout in layouts:
-            servers.append(start_server(settings, layout, workdir / str(layout.server_name), wait=False))
+            servers.append(start_server(settings, layout, workdir / str(layout.server_name), wait=False, standalone=False))
         wait_cluster_ready(servers, timeout)
     except Exception:
         for server in servers:

@@ -31,7 +31,7 @@ from tests.stack.test_settings import homelab_raw
 USERS = {"iot-devices": {"publish": ["sensors.>"]},
          "analytics": {"consume": ["sensors/analytics"]}}
 BUCKET_USERS = {"thermostat": {"keyValues": {"device-config": "read"}, "objectStores": {"firmware": "read"}},
-                "provisioner": {"keyValues": {"device-config": "write"}, "objectStores": {"firmware": "write"}}}
+                "provisioner": {"keyValues": {"device-config": "write"}}}
 
 
 def secured_raw(users=USERS) -> dict:
@@ -168,7 +168,9 @@ def test_analytics_pulls_and_acks_its_consumer_and_nothing_else(homelab):
             await admin.nc.jetstream().publish(f"iot.sensors.t{i}", str(i).encode())
         c = await Client().connect(homelab.url, **homelab.login("analytics"))
         js = c.nc.jetstream()
-        sub = await js.pull_subscribe("iot.sensors.>", durable="analytics", stream="sensors")
+        # bound by name: asking for the consumer's info first (pull_subscribe) is JetStream's API, which its
+        # account does not have (stack/users.py, "Accounts")
+        sub = await js.pull_subscribe_bind("analytics", "sensors")
         msgs = await sub.fetch(3, timeout=5)
         assert [m.data for m in msgs] == [b"0", b"1", b"2"]
         for m in msgs:
@@ -193,7 +195,8 @@ def test_analytics_pulls_and_acks_its_consumer_and_nothing_else(homelab):
 
 
 def test_turning_auth_on_keeps_every_stream_and_message(tmp_path):
-    """Streams made before auth existed live in the global account; the users live there too."""
+    """Streams made before auth existed live in the global account; with auth on they move to STREAMS at the
+    start (render/settle_account.py) and the admin finds every one."""
     lab = Homelab(tmp_path / "lab", homelab_raw())
     with start_server(lab.settings, lab.layout, lab.workdir) as open_server:
         apply_catalog(lab.catalog, open_server.client_url)
@@ -450,10 +453,15 @@ def test_a_users_secret_goes_to_its_namespace():
 
 def test_users_output_shows_permissions_for_review(secured):
     users = secured.exports["users"]
-    assert users["iot-devices"] == {"secret": "nats/nats-user-iot-devices", "inboxPrefix": "_INBOX_iot-devices",
+    assert users["iot-devices"] == {"account": "iot-devices", "secret": "nats/nats-user-iot-devices",
+                                    "inboxPrefix": "_INBOX_iot-devices",
                                     "permissions": {"publish": {"allow": ["sensors.>"]},
-                                                    "subscribe": {"allow": ["_INBOX_iot-devices.>"]}}}
-    assert users["admin"]["permissions"] == "all"
+                                                    "subscribe": {"allow": ["_INBOX_iot-devices.>"]}},
+                                    "imports": ["service sensors.>"]}
+    assert users["analytics"]["imports"] == ["service $JS.API.CONSUMER.MSG.NEXT.sensors.analytics (streamed)",
+                                             "service $JS.ACK.sensors.analytics.>"]
+    assert users["admin"]["permissions"] == "all" and users["admin"]["account"] == "STREAMS"
+    assert users["backup"]["account"] == users["monitor"]["account"] == "STREAMS" and "imports" not in users["backup"]
     assert not any("without authentication" in w for w in secured.warnings)
 
 
@@ -495,12 +503,11 @@ from stack.users import AppUser, Auth, ServerUser, app_user_permissions, backup_
 
 def test_pull_consumer_permissions_equal_the_documented_set():
     """nats.docs using-nats/jetstream/nats_api_reference.md, "ACLs": a pull consumer's message flow is
-    CONSUMER.MSG.NEXT and the $JS.ACK subjects of its stream and consumer; plus CONSUMER.INFO (nats-py
-    pull_subscribe asks for it) and the user's own inbox."""
+    CONSUMER.MSG.NEXT and the $JS.ACK subjects of its stream and consumer, and the user's own inbox. No
+    CONSUMER.INFO: JetStream's API answers in the requester's account, which has no JetStream."""
     catalog = load_catalog(homelab_raw()["streams"])
     perms = app_user_permissions(AppUser("analytics", consume=(("sensors", "analytics"),)), catalog)
-    assert perms == {"publish": {"allow": ["$JS.API.CONSUMER.INFO.sensors.analytics",
-                                           "$JS.API.CONSUMER.MSG.NEXT.sensors.analytics",
+    assert perms == {"publish": {"allow": ["$JS.API.CONSUMER.MSG.NEXT.sensors.analytics",
                                            "$JS.ACK.sensors.analytics.>"]},
                      "subscribe": {"allow": ["_INBOX_analytics.>"]}}
 
@@ -508,7 +515,7 @@ def test_pull_consumer_permissions_equal_the_documented_set():
 @pytest.mark.parametrize("user, publish, subscribe", [
     (AppUser("iot", publish=("sensors.>",)), ["sensors.>"], ["_INBOX_iot.>"]),
     (AppUser("both", publish=("logs.app.>",), consume=(("iot-sensors", "processor"),)),
-     ["logs.app.>", "$JS.API.CONSUMER.INFO.iot-sensors.processor", "$JS.API.CONSUMER.MSG.NEXT.iot-sensors.processor",
+     ["logs.app.>", "$JS.API.CONSUMER.MSG.NEXT.iot-sensors.processor",
       "$JS.ACK.iot-sensors.processor.>"], ["_INBOX_both.>"]),
 ])
 def test_app_user_permissions(user, publish, subscribe):
@@ -519,7 +526,7 @@ def test_app_user_permissions(user, publish, subscribe):
 def test_push_consumer_users_also_get_the_delivery_subject_and_flow_control():
     streams = {"cams": {"subjects": ["cam.>"], "consumers": {"live": {"deliverSubject": "deliver.cams"}}}}
     perms = app_user_permissions(AppUser("viewer", consume=(("cams", "live"),)), load_catalog(streams))
-    assert "deliver.cams" in perms["subscribe"]["allow"] and "$JS.FC.cams.>" in perms["publish"]["allow"]
+    assert "deliver.cams" in perms["subscribe"]["allow"] and "$JS.FC.cams.live.>" in perms["publish"]["allow"]
 
 
 def test_backup_and_monitor_permissions():
@@ -604,47 +611,92 @@ def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
     assert json.loads((folder / "passwords.json").read_text()) == passwords
 
 
-def test_bucket_readers_and_writers_through_the_client_api(tmp_path):
+def test_bucket_readers_and_writers_through_direct_gets(tmp_path):
+    """What a bucket's application users do from their own accounts: nats-py's KeyValue bound by name (its
+    `js.key_value()` asks for the stream's info first, JetStream's API, which their accounts do not have), the
+    history and every key's last value by direct get, and an object read by direct gets of its metadata and
+    chunks, exactly as the README shows them."""
+    import base64
+    import hashlib
+
+    from nats.js.kv import KeyValue
     lab = Homelab(tmp_path / "lab", secured_raw({**USERS, **BUCKET_USERS}))
     lab.start()
     try:
         apply_catalog(lab.catalog, lab.url, login=lab.admin(), buckets=load_all_buckets(lab.raw))
         close_all_clients()
-        firmware = os.urandom(3 * 2**20)
+        firmware = os.urandom(300_000)
 
         async def go():
+            admin = await Client().connect(lab.url, **lab.login("admin"))
+            await (await admin.nc.jetstream().object_store("firmware")).put("esp32.bin", firmware)
             writer = await Client().connect(lab.url, **lab.login("provisioner"))
-            wjs = writer.nc.jetstream()
-            kv = await wjs.key_value("device-config")
+            kv = KeyValue(name="device-config", stream="KV_device-config", pre="$KV.device-config.",
+                          js=writer.nc.jetstream(), direct=True)
             await kv.put("sensor-1.interval", b"10")
             await kv.put("sensor-1.interval", b"30")
-            await (await wjs.object_store("firmware")).put("esp32.bin", firmware)
+            await kv.put("sensor-2.interval", b"60")
 
             reader = await Client().connect(lab.url, **lab.login("thermostat"))
-            rjs = reader.nc.jetstream()
-            rkv = await rjs.key_value("device-config")
+            rkv = KeyValue(name="device-config", stream="KV_device-config", pre="$KV.device-config.",
+                           js=reader.nc.jetstream(), direct=True)
             assert (await rkv.get("sensor-1.interval")).value == b"30"
-            assert [e.value for e in await rkv.history("sensor-1.interval")] == [b"10", b"30"]
-            watch = await rkv.watch("sensor-1.>")
-            assert (await watch.updates(timeout=2)).value == b"30"
-            got = await (await rjs.object_store("firmware")).get("esp32.bin")
-            assert got.data == firmware
-            # a reader does not write, and neither reaches the streams
-            with pytest.raises(nats.errors.TimeoutError):
-                await rkv.put("sensor-1.interval", b"0")
+            history, seq = [], 0
+            while True:   # the key's history: next message on its subject after the last one seen
+                m = await reader.nc.request("$JS.API.DIRECT.GET.KV_device-config", json.dumps(
+                    {"seq": seq + 1, "next_by_subj": "$KV.device-config.sensor-1.interval"}).encode(), timeout=2)
+                if m.headers and m.headers.get("Status") == "404":
+                    break
+                history.append(m.data)
+                seq = int(m.headers["Nats-Sequence"])
+            assert history == [b"10", b"30"]
+            # every key's last value in one batch
+            inbox = reader.nc.new_inbox()
+            batch = await reader.nc.subscribe(inbox)
+            await reader.nc.publish("$JS.API.DIRECT.GET.KV_device-config", json.dumps(
+                {"multi_last": ["$KV.device-config.>"], "batch": 100}).encode(), reply=inbox)
+            last = {}
+            while True:
+                m = await batch.next_msg(timeout=2)
+                if m.headers.get("Status") == "204":
+                    break
+                last[m.headers["Nats-Subject"]] = m.data
+            assert last == {"$KV.device-config.sensor-1.interval": b"30", "$KV.device-config.sensor-2.interval": b"60"}
+            # an object: its metadata by name, then its chunks by their subject
+            name = base64.urlsafe_b64encode(b"esp32.bin").decode()
+            meta = await reader.nc.request(f"$JS.API.DIRECT.GET.OBJ_firmware.$O.firmware.M.{name}", b"", timeout=2)
+            info = json.loads(meta.data)
+            chunks, seq = [], 0
+            while True:
+                m = await reader.nc.request("$JS.API.DIRECT.GET.OBJ_firmware", json.dumps(
+                    {"seq": seq + 1, "next_by_subj": f"$O.firmware.C.{info['nuid']}"}).encode(), timeout=2)
+                if m.headers and m.headers.get("Status") == "404":
+                    break
+                chunks.append(m.data)
+                seq = int(m.headers["Nats-Sequence"])
+            data = b"".join(chunks)
+            assert data == firmware and info["digest"] == "SHA-256=" + base64.urlsafe_b64encode(
+                hashlib.sha256(data).digest()).decode()
+            # a reader does not write, and neither reaches JetStream's API
+            await reader.nc.publish("$KV.device-config.sensor-1.interval", b"0")
             assert await reader.refused('Publish to "$KV.device-config.sensor-1.interval"')
             with pytest.raises(nats.errors.TimeoutError):
                 await writer.nc.request("$JS.API.STREAM.INFO.iot-sensors", b"", timeout=0.5)
             assert await writer.refused("$JS.API.STREAM.INFO.iot-sensors")
-            with pytest.raises(nats.errors.TimeoutError):
-                await writer.nc.request("$JS.API.STREAM.DELETE.KV_device-config", b"", timeout=0.5)
             assert (await kv.get("sensor-1.interval")).value == b"30"
-            await reader.nc.close()
-            await writer.nc.close()
+            for c in (admin, reader, writer):
+                await c.nc.close()
         run(go())
     finally:
         close_all_clients()
         lab.server.stop()
+
+
+def test_an_application_user_may_read_an_object_store_not_write_it():
+    with pytest.raises(pulumi.RunError, match=r"^homelab-nats:auth.users.cam.objectStores.firmware: an application "
+                                              r"user can read an object store, not write it"):
+        run_program(secured_config({"cam": {"objectStores": {"firmware": "write"}}}),
+                    secret_keys=(*TEST_SECRETS, "homelab-nats:natsPassword"))
 
 
 def test_a_user_naming_an_undeclared_bucket_fails_at_preview():

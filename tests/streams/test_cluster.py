@@ -119,7 +119,8 @@ def test_an_r3_stream_keeps_every_acked_message_when_a_node_is_killed(cluster, v
         servers[index].kill()   # SIGKILL: no lame duck, no flush
 
     acked = asyncio.run(_publish_through_a_kill(urls, 600, kill, after=200))
-    servers[index] = start_server(settings, layouts[index], workdir / str(layouts[index].server_name))
+    servers[index] = start_server(settings, layouts[index], workdir / str(layouts[index].server_name),
+                                  standalone=False)
     wait_cluster_ready(servers)
     # Every acknowledged message at its acknowledged sequence, no duplicate, read back through the cluster...
     read = asyncio.run(_read_all(urls[0], "R3"))

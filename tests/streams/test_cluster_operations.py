@@ -175,7 +175,7 @@ def test_a_rolling_restart_in_lame_duck_mode_keeps_every_acked_message(tmp_path)
             server.process.send_signal(signal.SIGUSR2)   # lame duck: the preStop's `nats-server -sl=ldm`
             server.process.wait(60)
             servers[index] = start_server(settings, layouts[index], tmp_path / str(layouts[index].server_name),
-                                          wait=False)
+                                          wait=False, standalone=False)
             deadline = time.monotonic() + 60
             while _healthz(servers[index]) != 200:
                 assert time.monotonic() < deadline, servers[index].log_tail()
