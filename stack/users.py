@@ -233,12 +233,14 @@ def app_user_access(user: AppUser, catalog) -> tuple[dict, tuple[Import, ...]]:
     consumers = {(spec.name, c.name): c for spec in catalog for c in spec.consumers}
     grants: list[tuple[str, Import]] = [("publish", Import("service", s)) for s in _widest(user.publish)]
     for stream, consumer in user.consume:
-        grants += [("publish", Import("service", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", streamed=True)),
-                   ("publish", Import("service", f"$JS.ACK.{stream}.{consumer}.>"))]
         deliver = consumers[(stream, consumer)].config.get("deliver_subject")
         if deliver:  # a push consumer: its delivery subject, and replies to the server's flow control
             grants += [("subscribe", Import("stream", deliver)),
                        ("publish", Import("service", f"$JS.FC.{stream}.{consumer}.>"))]
+        else:        # a pull consumer: the fetch
+            grants.append(("publish", Import("service", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+                                             streamed=True)))
+        grants.append(("publish", Import("service", f"$JS.ACK.{stream}.{consumer}.>")))
     for bucket, access in user.key_values:
         grants += _direct_gets(f"KV_{bucket}")
         if access == "write":
