@@ -713,6 +713,11 @@ def cluster_warnings(s: Settings) -> list[str]:
                    "then a cluster loss, and the replicas protect against a pod's or a volume's failure only. The pods "
                    "spread over nodes as nodes are added (a restart moves them); set the count here when you add "
                    "them")
+    if s.replicas > 1 and s.auth.enabled:
+        out.append(f"{config_key('auth.enabled')}: in a cluster the streams' account is recorded by the meta layer, so "
+                   "turning auth on or off here does not move them between the global account and STREAMS: they would "
+                   "stay where they are, out of the admin's sight. If this cluster's auth setting is changing, shrink "
+                   "to one node, change it, and grow again (README, \"Users and permissions\")")
     return out
 
 

@@ -360,3 +360,42 @@ def test_auth_on_then_off_keeps_messages_sequences_consumers_and_keys(tmp_path):
             lab.server.stop()
     with start_server(open_lab.settings, open_lab.layout, open_lab.workdir) as server:
         assert run(snapshot(server.client_url, {})) == before
+
+
+# --------------------------------------------------------------------------- what the deployment renders for it
+
+@pytest.mark.parametrize("raw, account", [({}, "$G"), (secured_raw(), "STREAMS")])
+def test_the_nats_pod_settles_the_streams_before_the_server_starts(raw, account):
+    from render.manifests import JS_VOLUME, stateful_set
+    from stack.settings import load_settings
+    settings = load_settings(raw)
+    pod = stateful_set(settings)["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["name"] == "settle-account" and init["image"] == settings.images.nats_box
+    assert init["command"] == ["sh", "-c", SETTLE_SCRIPT]
+    assert {e["name"]: e["value"] for e in init["env"]} == {"JETSTREAM_DIR": "/data/jetstream", "ACCOUNT": account}
+    assert init["volumeMounts"] == [{"name": JS_VOLUME, "mountPath": "/data"}]
+
+
+def test_turning_auth_on_restarts_the_pod_and_a_cluster_is_warned_instead():
+    """A reload would leave the streams in the old account (render/settle_account.py): the account is in the
+    restart checksum. Deployments with auth off keep the checksum they had, so upgrading restarts nothing."""
+    import hashlib
+
+    from render.manifests import stateful_set
+    from render.nats_conf import CLUSTER_OPTION, RESTART_ONLY_OPTIONS, cluster_layout, nats_conf_options
+    from stack.settings import load_settings
+    plain, secured = load_settings({}), load_settings(secured_raw())
+
+    def annotations(s):
+        return stateful_set(s)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations(plain) != annotations(secured)
+    opts = nats_conf_options(plain, cluster_layout(plain))
+    before = hashlib.sha256(json.dumps({k: opts[k] for k in (*RESTART_ONLY_OPTIONS, CLUSTER_OPTION) if k in opts},
+                                       sort_keys=True).encode()).hexdigest()
+    assert before in annotations(plain).values()
+    cluster = load_settings({**secured_raw(), "replicas": 3, "cluster": {"standaloneStreams": "none",
+                                                                         "kubernetesNodes": 3}})
+    assert "initContainers" not in stateful_set(cluster)["spec"]["template"]["spec"]
+    assert [w for w in cluster.warnings if "does not move them between the global account and STREAMS" in w]
+    assert not [w for w in secured.warnings if "global account and STREAMS" in w]
