@@ -161,7 +161,8 @@ class NatsUsers(pulumi.ComponentResource):
             if user.name == NATS_BOX:
                 continue
             secret = manifests.user_secret(s, user)
-            secret["stringData"] = {**secret["stringData"], "NATS_PASSWORD": pulumi.Output.secret(passwords[user.name])}
+            secret["stringData"] = {**secret["stringData"],
+                                    manifests.password_key(user): pulumi.Output.secret(passwords[user.name])}
             self.user_secrets[user.name] = declare(k8s.core.v1.Secret, f"{name}-{user.name}", secret, child)
         self.passwords = passwords
         users = args.users

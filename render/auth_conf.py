@@ -37,6 +37,8 @@ def _user_entry(user: ServerUser, passwords: Mapping[str, str]) -> str:
     entry = f"{{user: {_conf_string(user.name)}, password: {_conf_string(passwords[user.name])}"
     if user.permissions is not None:
         entry += f", permissions: {_conf_value(user.permissions)}"
+    if user.connection_types is not None:
+        entry += f", allowed_connection_types: {_conf_value(list(user.connection_types))}"
     return entry + "}"
 
 

@@ -27,8 +27,8 @@ from render.nats_conf import (
 from render.settle_account import INIT_CONTAINER, SETTLE_SCRIPT
 from stack import homelab_git
 from stack.settings import Settings, Tls, monitoring_on_lan
+from stack.users import MQTT_ONLY, ServerUser, jetstream_account, secret_name
 from stack.users import NATS_BOX as NATS_BOX_USER
-from stack.users import ServerUser, jetstream_account, secret_name
 
 NAME = STATEFUL_SET
 CONFIG_MAP = "nats-config"
@@ -94,7 +94,9 @@ def _nats_container(settings: Settings) -> dict:
         "args": ["--config", CONFIG_FILE],
         "ports": [{"name": "nats", "containerPort": settings.ports.client, "protocol": "TCP"},
                   {"name": "monitor", "containerPort": settings.ports.monitoring, "protocol": "TCP"}]
-        + ([{"name": "cluster", "containerPort": CLUSTER_PORT, "protocol": "TCP"}] if settings.replicas > 1 else []),
+        + ([{"name": "cluster", "containerPort": CLUSTER_PORT, "protocol": "TCP"}] if settings.replicas > 1 else [])
+        + ([{"name": "mqtt", "containerPort": settings.mqtt.listen_port(settings.tls.enabled), "protocol": "TCP"}]
+           if settings.mqtt.enabled else []),
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "SERVER_NAME", "value": "$(POD_NAME)"},
                 {"name": "GOMEMLIMIT", "value": settings.go_mem_limit_text}],
@@ -314,7 +316,9 @@ def _service_ports(settings: Settings) -> list[dict]:
     return [{"name": "nats", "port": settings.ports.client, "targetPort": "nats", "protocol": "TCP",
              "appProtocol": "tcp"},
             {"name": "monitor", "port": settings.ports.monitoring, "targetPort": "monitor", "protocol": "TCP",
-             "appProtocol": "http"}]
+             "appProtocol": "http"}] + (
+        [{"name": "mqtt", "port": settings.mqtt.listen_port(settings.tls.enabled), "targetPort": "mqtt",
+          "protocol": "TCP", "appProtocol": "tcp"}] if settings.mqtt.enabled else [])
 
 
 def headless_service(settings: Settings) -> dict:
@@ -449,14 +453,40 @@ def auth_secret(settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(settings, AUTH_SECRET, "nats"), "type": "Opaque"}
 
 
+def is_mqtt_device(user: ServerUser) -> bool:
+    return user.connection_types == MQTT_ONLY
+
+
+def password_key(user: ServerUser) -> str:
+    """The Secret key of the user's password (filled by the component)."""
+    return "MQTT_PASSWORD" if is_mqtt_device(user) else "NATS_PASSWORD"
+
+
+def mqtt_host(settings: Settings) -> str:
+    """Where devices reach the MQTT listener: the load balancer's address on the LAN, else the Service's name."""
+    lb = settings.load_balancer
+    return lb.ip if lb.enabled and lb.ip else f"{NAME}.{settings.namespace}.svc.cluster.local"
+
+
+def mqtt_connection(settings: Settings, host: str | None = None, port: int | None = None) -> dict:
+    """An MQTT device's connection settings, as its Secret and `make dev` give them."""
+    return {"MQTT_HOST": host or mqtt_host(settings),
+            "MQTT_PORT": str(port or settings.mqtt.listen_port(settings.tls.enabled)),
+            "MQTT_TLS": "true" if settings.tls.enabled else "false"}
+
+
 def user_secret(settings: Settings, user: ServerUser) -> dict:
     """What a workload mounts to connect as `user`: NATS_URL (no password in it), NATS_USER, NATS_INBOX_PREFIX
     and NATS_PASSWORD (filled by the component). The names are the nats CLI's environment variables
-    (natscli nats/main.go); the inbox prefix is a flag there (--inbox-prefix)."""
+    (natscli nats/main.go); the inbox prefix is a flag there (--inbox-prefix). An MQTT device gets MQTT_HOST,
+    MQTT_PORT, MQTT_TLS, MQTT_USER, MQTT_CLIENT_ID (its name: one session per device) and MQTT_PASSWORD."""
     ns = user.namespace or settings.namespace
-    data = {"NATS_URL": cluster_dns_url(settings), "NATS_USER": user.name}
-    if user.inbox_prefix:
-        data["NATS_INBOX_PREFIX"] = user.inbox_prefix
+    if is_mqtt_device(user):
+        data = {**mqtt_connection(settings), "MQTT_USER": user.name, "MQTT_CLIENT_ID": user.name}
+    else:
+        data = {"NATS_URL": cluster_dns_url(settings), "NATS_USER": user.name}
+        if user.inbox_prefix:
+            data["NATS_INBOX_PREFIX"] = user.inbox_prefix
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": secret_name(user.name), "namespace": ns, "labels": common_labels("auth")},
             "type": "Opaque", "stringData": data}

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from stack.settings import Settings
+from stack.settings import CLUSTER_PORT, Settings
 from stack.users import jetstream_account
 
 CONFIG_DIR = "/etc/nats-config"
@@ -29,12 +29,12 @@ TLS_DIR = "/etc/nats-tls"
 # JetStream limits; listen addresses and the server name are read once at start). A change to any of
 # them must restart the pod; everything else the reloader applies in place.
 RESTART_ONLY_OPTIONS = ("listen", "http", "server_name", "pid_file", "jetstream")
+# The MQTT block's listener too; its ack_wait, max_ack_pending, replicas and consumer options reload
+# (server/reload.go, case "mqtt": anything else changed fails the whole reload).
+MQTT_RELOADABLE = ("ack_wait", "max_ack_pending", "stream_replicas", "consumer_replicas", "consumer_memory_storage",
+                   "consumer_inactive_threshold")
 # The cluster block joins them when there is one (a node must restart to join or leave a cluster).
 CLUSTER_OPTION = "cluster"
-
-
-# The chart's cluster port (nats-io/k8s helm/charts/nats files/config/cluster.yaml).
-CLUSTER_PORT = 6222
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class ConfLayout:
     auth_include: str = f"../{AUTH_DIR.rsplit('/', 1)[-1]}/{AUTH_FILE}"
     tls_dir: str = TLS_DIR
     cluster: ClusterLayout | None = None
+    mqtt_port: int | None = None   # None: the settings' (1883, or 8883 with TLS)
 
 
 # The StatefulSet and its headless Service (render/manifests.py names them from these): pod DNS names are
@@ -107,12 +108,30 @@ def nats_conf_options(settings: Settings, layout: ConfLayout) -> dict:
         "lame_duck_grace_period": "10s",
         **({"cluster": {"name": layout.cluster.name, "listen": f"{layout.cluster.host}:{layout.cluster.port}",
                         "no_advertise": True, "routes": list(layout.cluster.routes)}} if layout.cluster else {}),
+        **({"mqtt": mqtt_options(settings, layout)} if settings.mqtt.enabled else {}),
         "jetstream": {
             "store_dir": layout.store_dir,
             "max_memory_store": settings.jetstream.memory_store.bytes,
             "max_file_store": settings.jetstream.file_store.bytes,
         },
     }
+
+
+def mqtt_options(settings: Settings, layout: ConfLayout) -> dict:
+    """The mqtt block (nats-server server/opts.go parseMQTT): the listener, TLS-only when TLS is on, and the QoS 1
+    delivery settings; the server's defaults are left out so that it keeps them."""
+    m = settings.mqtt
+    port = layout.mqtt_port if layout.mqtt_port is not None else m.listen_port(settings.tls.enabled)
+    out: dict = {"listen": f"{layout.host}:{port}", "ack_wait": m.ack_wait, "max_ack_pending": m.max_ack_pending}
+    if m.stream_replicas is not None:
+        out["stream_replicas"] = m.stream_replicas
+    if m.consumer_replicas is not None:
+        out["consumer_replicas"] = m.consumer_replicas
+    if m.consumer_memory_storage:
+        out["consumer_memory_storage"] = True
+    if m.consumer_inactive_threshold is not None:
+        out["consumer_inactive_threshold"] = m.consumer_inactive_threshold
+    return out
 
 
 def _value(value) -> str:
@@ -128,7 +147,7 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     js = opts["jetstream"]
     lines = ["# Rendered by homelab-nats (render/nats_conf.py). Do not edit in place."]
     for key, value in opts.items():
-        if key not in ("jetstream", "cluster"):
+        if key not in ("jetstream", "cluster", "mqtt"):
             lines.append(f"{key}: {_value(value)}")
     if "cluster" in opts:
         c = opts["cluster"]
@@ -148,6 +167,19 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
                   f"  key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
                   "  timeout: 2",
                   "}"]
+    if "mqtt" in opts:
+        lines += ["# MQTT 3.1.1 for devices (stack/settings.py Mqtt): topics map to subjects (a/b -> a.b); the server keeps",
+                  "# sessions, retained and QoS 1 messages in its own $MQTT_* streams.",
+                  "mqtt {"]
+        lines += [f"  {k}: {'true' if v is True else _value(v)}" for k, v in opts["mqtt"].items()]
+        if settings.tls.enabled:
+            lines += ["  # TLS only, with the client port's certificate: plain MQTT is refused.",
+                      "  tls {",
+                      f"    cert_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.crt')}",
+                      f"    key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
+                      "    timeout: 2",
+                      "  }"]
+        lines.append("}")
     if includes_auth(settings, layout):
         lines += ["# Users, passwords and permissions: a Secret (stack/users.py). Reloaded when it changes.",
                   f"include {json.dumps(layout.auth_include)}"]
@@ -166,6 +198,9 @@ def restart_checksum(settings: Settings, layout: ConfLayout) -> str:
     """A digest of the options that need a restart; it goes on the pod template as an annotation."""
     opts = nats_conf_options(settings, layout)
     restart_only = {k: opts[k] for k in (*RESTART_ONLY_OPTIONS, CLUSTER_OPTION) if k in opts}
+    if "mqtt" in opts:   # the listener is read at start only
+        restart_only["mqtt"] = {k: v for k, v in opts["mqtt"].items() if k not in MQTT_RELOADABLE}
+        restart_only["mqtt_tls"] = settings.tls.enabled
     if settings.auth.enabled:   # the streams change account only at a start (render/settle_account.py)
         restart_only["streams_account"] = jetstream_account(True)
     return hashlib.sha256(json.dumps(restart_only, sort_keys=True).encode()).hexdigest()

@@ -4,7 +4,8 @@ from __future__ import annotations
 from render import manifests
 from stack.errors import config_key
 from stack.settings import Settings, monitoring_on_lan
-from stack.users import NATS_BOX, secret_name
+from stack.subjects import mqtt_topic
+from stack.users import NATS_BOX, inbox_prefix, secret_name
 
 
 def connection_details(settings: Settings, users=(), buckets=()) -> dict:
@@ -31,6 +32,8 @@ def connection_details(settings: Settings, users=(), buckets=()) -> dict:
         details["objectStores"] = {b.name: b.stream_name for b in buckets if b.kind.kind == "objectStore"}
     if settings.auth.enabled:
         details["users"] = {u.name: users_entry(settings, u) for u in users}
+    if settings.mqtt.enabled:
+        details["mqtt"] = mqtt_details(settings)
     if settings.load_balancer.ip is not None:
         details.update(external_urls(settings.load_balancer.ip, settings.ports.client, settings.ports.monitoring,
                                      settings.tls.scheme))
@@ -76,4 +79,19 @@ def users_entry(settings: Settings, user) -> dict:
              "inboxPrefix": user.inbox_prefix, "permissions": user.permissions}
     if user.imports is not None:
         entry["imports"] = [f"{i.kind} {i.subject}" + (" (streamed)" if i.streamed else "") for i in user.imports]
+    if manifests.is_mqtt_device(user):   # what the device sees: topics, and MQTT only
+        del entry["inboxPrefix"]
+        entry["connectionTypes"] = list(user.connection_types)
+        entry["mqttTopics"] = {"publish": [mqtt_topic(s) for s in user.permissions["publish"]["allow"]],
+                               "subscribe": [mqtt_topic(s) for s in user.permissions["subscribe"]["allow"]
+                                             if not s.startswith(inbox_prefix(user.name))]}
     return entry
+
+
+def mqtt_details(settings: Settings, host: str | None = None, port: int | None = None) -> dict:
+    """Where devices connect over MQTT (the load balancer's address on the LAN), and how topics become subjects."""
+    c = manifests.mqtt_connection(settings, host, port)
+    scheme = "mqtts" if c["MQTT_TLS"] == "true" else "mqtt"
+    return {"url": f"{scheme}://{c['MQTT_HOST']}:{c['MQTT_PORT']}", "host": c["MQTT_HOST"],
+            "port": int(c["MQTT_PORT"]), "tls": c["MQTT_TLS"] == "true",
+            "topics": "a topic's levels are a subject's tokens: sensors/kitchen/temp is sensors.kitchen.temp"}

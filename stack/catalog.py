@@ -22,6 +22,7 @@ from stack.rules import (
     consumer_filters,
     fill_consumer_defaults,
     fill_stream_defaults,
+    is_server_owned,
 )
 from stack.subjects import name_problem, subject_problem, subjects_overlap
 from stack.units import UnitError, format_duration, parse_duration, parse_server_time, parse_size, whole_number
@@ -417,6 +418,9 @@ def stream_wire_config(name: str, decl: Mapping[str, Any], *, max_replicas: int 
     problem = name_problem(name)
     if problem:
         raise CatalogError(where, None, f"the name {problem}")
+    if is_server_owned(name):
+        raise CatalogError(where, None, "the name is one nats-server gives its own MQTT streams ($MQTT_…): the server "
+                                        "makes and manages them; choose another name")
     if decl.get("replicas") == FOLLOW_THE_CLUSTER:
         decl = {**decl, "replicas": cluster_replicas(max_replicas)}
     cfg = _to_wire(decl, _STREAM_BY_CAMEL, where, STREAM_CONTROL_KEYS)

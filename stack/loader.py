@@ -106,7 +106,8 @@ def build_stack(raw: Mapping[str, Any]) -> Stack:
     catalog = load_catalog(raw.get("streams"), max_replicas=settings.replicas, store_limits=limits)
     buckets = load_all_buckets(raw, streams=catalog, max_replicas=settings.replicas, store_limits=limits)
     streams = backup_streams(settings, catalog, buckets)
-    users = plan_users(settings.auth, catalog, streams, admin=settings.admin_user, buckets=buckets)
+    users = plan_users(settings.auth, catalog, streams, admin=settings.admin_user, buckets=buckets,
+                       mqtt_enabled=settings.mqtt.enabled)
     warnings = (*settings.warnings, *catalog_warnings(catalog, jetstream_servers=settings.replicas),
                 *backup_stream_warnings(settings, catalog))
     return Stack(settings, tuple(catalog), tuple(buckets), tuple(streams), tuple(users), tuple(warnings))

@@ -28,6 +28,14 @@ INT32_MAX = 2**31 - 1
 MAX_DESCRIPTION = 4 * 1024          # JSMaxDescriptionLen
 MAX_METADATA = 128 * 1024           # JSMaxMetadataLen (keys plus values)
 MAX_REPLICAS = 5                    # StreamMaxReplicas
+# Streams nats-server makes and owns: its MQTT listener's sessions, retained and QoS 1/2 messages (server/mqtt.go
+# mqttStreamName, mqttRetainedMsgsStreamName, mqttSessStreamName, mqttQoS2IncomingMsgsStreamName,
+# mqttOutStreamName). Reported as the server's, never declared, deleted, counted as drift or backed up with --all.
+SERVER_OWNED_PREFIXES = ("$MQTT_",)
+
+
+def is_server_owned(stream: str) -> bool:
+    return stream.startswith(SERVER_OWNED_PREFIXES)
 DEFAULT_DUPLICATE_WINDOW = 120 * SECOND    # StreamDefaultDuplicatesWindow
 DEFAULT_ACK_WAIT = 30 * SECOND             # JsAckWaitDefault
 DEFAULT_MAX_ACK_PENDING = 1000             # JsDefaultMaxAckPending

@@ -209,6 +209,30 @@ class Cluster:
     kubernetes_nodes: int = HOMELAB_KUBERNETES_NODES
 
 
+# nats-server server/mqtt.go: mqttDefaultAckWait 30 s, mqttDefaultMaxAckPending 1024, and a session's subscriptions
+# may not add up to more than mqttMaxAckTotalLimit (0xFFFF) pending messages.
+MQTT_PORT, MQTT_TLS_PORT = 1883, 8883
+CLUSTER_PORT = 6222   # the routes between a cluster's nodes (the chart's cluster port)
+MQTT_MAX_ACK_PENDING_LIMIT = 0xFFFF
+
+
+@dataclass(frozen=True)
+class Mqtt:
+    """nats-server's own MQTT 3.1.1 listener (server/mqtt.go): devices publish to and subscribe on the same server,
+    their topics mapped to subjects. It needs JetStream and a server_name, both rendered. Off unless enabled."""
+    enabled: bool = False
+    port: int | None = None              # None: 1883, or 8883 with TLS on (the listener is then TLS only)
+    ack_wait: str = "30s"                # redelivery of an unacknowledged QoS 1 message to a subscriber
+    max_ack_pending: int = 1024          # QoS 1 messages in flight to one subscription
+    stream_replicas: int | None = None   # None: the server's choice (the cluster's size, up to 3)
+    consumer_replicas: int | None = None
+    consumer_memory_storage: bool = False
+    consumer_inactive_threshold: str | None = None
+
+    def listen_port(self, tls_enabled: bool) -> int:
+        return self.port if self.port is not None else (MQTT_TLS_PORT if tls_enabled else MQTT_PORT)
+
+
 @dataclass(frozen=True)
 class Settings:
     namespace: str
@@ -227,6 +251,7 @@ class Settings:
     auth: Any = None            # stack.users.Auth (users and permissions; off unless enabled)
     admin_user: str = ADMIN     # the provider's user when auth is on (homelab-nats:natsUser)
     cluster: Cluster = field(default_factory=Cluster)
+    mqtt: Mqtt = field(default_factory=Mqtt)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -236,7 +261,7 @@ class Settings:
 
 BACKUP_SECRET_KEYS = ("backupAccessKeyId", "backupSecretAccessKey")
 _TOP_LEVEL_KEYS = ("namespace", "loadBalancer", "ports", "resources", "goMemLimit", "jetstream",
-                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth", "tls", "cluster") + CATALOG_KEYS + BACKUP_SECRET_KEYS
+                   "fsGroup", "replicas", "images", "volumeSnapshots", "backups", "monitoring", "auth", "tls", "cluster", "mqtt") + CATALOG_KEYS + BACKUP_SECRET_KEYS
 # RFC 1123 label (namespaces) and subdomain (storage class names).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -626,6 +651,38 @@ def _tls(raw: Mapping[str, Any]) -> Tls:
                issuer_name=name, issuer_kind=kind, extra_dns_names=tuple(n.lower() for n in names), trust=trust)
 
 
+def _mqtt_duration(value: Any, key: str) -> str:
+    try:
+        if parse_duration(value) <= 0:
+            raise UnitError("must be more than zero")
+    except (UnitError, TypeError, ValueError) as exc:
+        raise SettingsError(f"{config_key(key)}: expected a duration such as 30s or 5m, got {value!r} ({exc})") from None
+    return str(value)
+
+
+def _mqtt(raw: Mapping[str, Any], replicas: int) -> Mqtt:
+    sec = _section(raw, "mqtt", ("enabled", "port", "ackWait", "maxAckPending", "streamReplicas", "consumerReplicas",
+                                 "consumerMemoryStorage", "consumerInactiveThreshold"))
+    d = Mqtt()
+    port = sec.get("port")
+    stream_replicas, consumer_replicas = sec.get("streamReplicas"), sec.get("consumerReplicas")
+    threshold = sec.get("consumerInactiveThreshold")
+    return Mqtt(
+        enabled=_bool(sec.get("enabled", d.enabled), "mqtt.enabled"),
+        port=None if port is None else _whole_number(port, "mqtt.port", minimum=1, maximum=65535),
+        ack_wait=_mqtt_duration(sec.get("ackWait", d.ack_wait), "mqtt.ackWait"),
+        max_ack_pending=_whole_number(sec.get("maxAckPending", d.max_ack_pending), "mqtt.maxAckPending", minimum=1,
+                                      maximum=MQTT_MAX_ACK_PENDING_LIMIT),
+        stream_replicas=None if stream_replicas is None else _whole_number(
+            stream_replicas, "mqtt.streamReplicas", minimum=1, maximum=replicas),
+        consumer_replicas=None if consumer_replicas is None else _whole_number(
+            consumer_replicas, "mqtt.consumerReplicas", minimum=1, maximum=replicas),
+        consumer_memory_storage=_bool(sec.get("consumerMemoryStorage", d.consumer_memory_storage),
+                                      "mqtt.consumerMemoryStorage"),
+        consumer_inactive_threshold=None if threshold is None else _mqtt_duration(
+            threshold, "mqtt.consumerInactiveThreshold"))
+
+
 def _cluster(raw: Mapping[str, Any], replicas: int) -> Cluster:
     sec = _section(raw, "cluster", ("standaloneStreams", "spread", "kubernetesNodes"))
     d = Cluster()
@@ -678,6 +735,12 @@ def _warnings(s: Settings) -> tuple[str, ...]:
             "on the network can publish anywhere, read every stream and delete streams and consumers. Turn on "
             f"{config_key('auth.enabled')} (users and least-privilege permissions from the catalog; see the README, "
             "\"Users and permissions\")")
+        if s.mqtt.enabled:
+            warnings.append(
+                f"the load balancer exposes MQTT at {s.load_balancer.ip}:{s.mqtt.listen_port(s.tls.enabled)} without "
+                "authentication: any device on the network can publish to every stream's subjects and read every "
+                f"subject. Turn on {config_key('auth.enabled')} and declare each device as a user with mqtt: true "
+                "(README, \"Devices over MQTT\")")
     if s.load_balancer.enabled and s.auth and s.auth.enabled and not s.tls.enabled:
         warnings.append(
             f"{config_key('auth.enabled')} with {config_key('tls.enabled')} off: the users' passwords cross the "
@@ -745,6 +808,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         monitoring=_monitoring(raw),
         tls=_tls(raw),
         cluster=_cluster(raw, replicas),
+        mqtt=_mqtt(raw, replicas),
     )
     admin_user = _as_text(raw.get("natsUser")) or ADMIN
     auth = parse_auth(raw.get("auth"), admin=str(admin_user))
@@ -762,4 +826,12 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
         raise SettingsError(f"{config_key('natsUrl')}: {nats_url_problem(nats_url)}")
     if len(settings.namespace) > 63:
         raise SettingsError(f"{config_key('namespace')}: at most 63 characters")
+    if settings.mqtt.enabled:
+        mqtt_port = settings.mqtt.listen_port(settings.tls.enabled)
+        taken = {"ports.client": settings.ports.client, "ports.monitoring": settings.ports.monitoring,
+                 "ports.metrics": settings.ports.metrics, "the cluster's routes": CLUSTER_PORT}
+        clash = [k for k, v in taken.items() if v == mqtt_port]
+        if clash:
+            raise SettingsError(f"{config_key('mqtt.port')}: {mqtt_port} is already {clash[0]}'s port; choose another "
+                                f"(MQTT's are {MQTT_PORT}, and {MQTT_TLS_PORT} with TLS)")
     return Settings(**{**settings.__dict__, "warnings": _warnings(settings)})

@@ -157,3 +157,26 @@ def transform_problem(source: str, destination: str) -> str | None:
         elif kind not in ("none", "random", "partition"):
             return f"{token!r}: wildcard index out of range (the source {source!r} has no '*')"
     return None
+
+
+def mqtt_topic(subject: str) -> str:
+    """The MQTT topic (or topic filter) a NATS subject is seen as by MQTT clients: nats-server's
+    natsSubjectToMQTTTopic (server/mqtt.go), which reverses mqttToNATSSubjectConversion (`/` <-> `.`, `.` <-> `//`,
+    an empty level as `/.` or `./`), plus the wildcards (`*` <-> `+`, `>` <-> `#`) of mqttFilterToNATSSubject.
+    Table-tested with the server's own rows (server/mqtt_test.go TestMQTTTopicAndSubjectConversion,
+    TestMQTTFilterConversion)."""
+    out = []
+    i, end = 0, len(subject) - 1
+    while i <= end:
+        ch = subject[i]
+        if ch == "/":
+            if i < end and subject[i + 1] in "./":
+                out.append("/" if subject[i + 1] == "." else ".")
+                i += 1
+        elif ch == ".":
+            out.append("/")
+        else:
+            out.append(ch)
+        i += 1
+    levels = "".join(out).split("/")
+    return "/".join({"*": "+", ">": "#"}.get(level, level) for level in levels)

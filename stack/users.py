@@ -85,7 +85,12 @@ BUILT_IN_USERS = (BACKUP, MONITOR, NATS_BOX, SYSTEM, ANONYMOUS)
 # User names: a Kubernetes Secret is named nats-user-<name>, and the name is a subject token in the inbox.
 # A user's name is a Kubernetes Secret name (nats-user-<name>) and a subject token (its inbox prefix).
 USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
-_USER_KEYS = ("publish", "consume", "keyValues", "objectStores", "namespace")
+_USER_KEYS = ("publish", "consume", "keyValues", "objectStores", "namespace", "mqtt", "subscribe")
+# What an MQTT device may do: publish to topics and subscribe to topics (commands). It speaks MQTT only.
+_MQTT_KEYS = ("publish", "subscribe", "namespace", "mqtt")
+# nats-server's connection types (server/auth.go jwt.ConnectionTypeMqtt): an MQTT device's user is refused on the
+# NATS port.
+MQTT_ONLY = ("MQTT",)
 ACCESS = ("read", "write")
 
 # The account that holds JetStream and the streams when auth is on, and the global account they are in otherwise.
@@ -106,6 +111,8 @@ class AppUser:
     key_values: tuple[tuple[str, str], ...] = ()      # (bucket, "read" | "write")
     object_stores: tuple[tuple[str, str], ...] = ()
     namespace: str | None = None   # where its Secret goes (default: the NATS namespace)
+    mqtt: bool = False             # an MQTT device: connects over MQTT only, may subscribe to `subscribe`
+    subscribe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,7 @@ class ServerUser:
     permissions: Mapping[str, Any] | None = field(default=None, hash=False)
     namespace: str | None = None   # None: the NATS namespace
     imports: tuple[Import, ...] | None = None
+    connection_types: tuple[str, ...] | None = None   # allowed_connection_types; None: all
 
     @property
     def inbox_prefix(self) -> str | None:
@@ -212,14 +220,32 @@ def parse_auth(raw: Any, *, admin: str = ADMIN) -> Auth:
                 raise SettingsError(f"{where}.{key}: expected a map of bucket names to read or write, e.g. "
                                     f"{{device-config: read}}; got {value!r}")
             stores[key] = tuple(value.items())
-        if not publish and not pairs and not any(stores.values()):
+        mqtt = decl.get("mqtt", False)
+        if not isinstance(mqtt, bool):
+            raise SettingsError(f"{where}.mqtt: expected true (an MQTT device) or false, got {mqtt!r}")
+        subscribe = _list_of_text(decl.get("subscribe"), f"{where}.subscribe", '["commands.kitchen.>"]')
+        if mqtt:
+            other = [k for k in decl if k not in _MQTT_KEYS]
+            if other:
+                raise SettingsError(f"{where}.{other[0]}: an MQTT device publishes and subscribes to topics only "
+                                    "(publish, subscribe); MQTT has no consumers or buckets. Remove it, or declare "
+                                    "another user for a NATS application")
+        elif subscribe:
+            raise SettingsError(f"{where}.subscribe: only an MQTT device (mqtt: true) subscribes to subjects: a NATS "
+                                "application reads a stream through a declared consumer (consume)")
+        for subject in subscribe:
+            problem = subject_problem(subject)
+            if problem or subject.startswith("$"):
+                raise SettingsError(f"{where}.subscribe: {problem or f'{subject!r} is a server subject'}")
+        if not publish and not pairs and not any(stores.values()) and not subscribe:
             raise SettingsError(f"{where}: give it something to do: publish (subjects), consume (stream/consumer "
-                                "pairs), keyValues or objectStores")
+                                "pairs), keyValues or objectStores" + ("; or subscribe" if mqtt else ""))
         namespace = decl.get("namespace")
         if namespace is not None and (not isinstance(namespace, str)
                                       or not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace)):
             raise SettingsError(f"{where}.namespace: {namespace!r} is not a namespace name")
-        users.append(AppUser(name, publish, tuple(pairs), stores["keyValues"], stores["objectStores"], namespace))
+        users.append(AppUser(name, publish, tuple(pairs), stores["keyValues"], stores["objectStores"], namespace,
+                             mqtt, subscribe))
     return Auth(enabled=enabled, users=tuple(users))
 
 
@@ -250,6 +276,27 @@ def app_user_access(user: AppUser, catalog) -> tuple[dict, tuple[Import, ...]]:
     publish = [i.subject for verb, i in grants if verb == "publish"]
     subscribe = [f"{inbox_prefix(user.name)}.>"] + [i.subject for verb, i in grants if verb == "subscribe"]
     return _permissions(publish, subscribe), tuple(dict.fromkeys(i for _, i in grants))
+
+
+def mqtt_device_permissions(user: AppUser) -> dict:
+    """An MQTT device's permissions (nats-server at 2.15, read in its source):
+    - publish: its subjects; a QoS 1 or retained publish is stored by the server itself (server/mqtt.go), and
+      retained messages are kept only while their publisher may still publish there (mqttCheckPubRetainedPerms);
+    - subscribe: its subjects, and for each one ending in `.>` the level above it: an MQTT `a/b/#` matches `a/b`
+      too, so the server subscribes to both (server/mqtt.go processSubs, mqttNeedSubForLevelUp), and refuses the
+      whole subscription when the parent is not allowed (measured on 2.15.1);
+    - nothing for QoS 1 deliveries: the consumers' delivery subjects `$MQTT.sub.<nuid>` are allowed implicitly for
+      MQTT connections (server/client.go canSubscribeInternal), and an MQTT client may not subscribe to `$MQTT.`
+      subjects itself (processSubs: "Do not allow MQTT clients to subscribe directly to internal subjects");
+    - its inbox, as every user has, which MQTT never uses: an empty allow list would allow everything.
+    MQTT 3.1.1, the only version nats-server speaks (mqttProtoLevel 4), has no reply subject, and the user may not
+    connect over NATS (allowed_connection_types MQTT), so it never names a reply for the server to answer to."""
+    subscribe = [f"{inbox_prefix(user.name)}.>"]
+    for subject in _widest(user.subscribe):
+        subscribe.append(subject)
+        if subject.endswith(".>") and subject.count(".") > 1:
+            subscribe.append(subject[:-2])
+    return _permissions(_widest(user.publish), subscribe)
 
 
 def app_user_permissions(user: AppUser, catalog) -> dict:
@@ -284,7 +331,7 @@ def monitor_permissions() -> dict:
 
 
 def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str = ADMIN,
-               buckets=()) -> tuple[ServerUser, ...]:
+               buckets=(), mqtt_enabled: bool = False) -> tuple[ServerUser, ...]:
     """Every user of the server with its permissions, after checking each subject and consumer an application
     user names against the catalog (at preview: the server would accept a permission for a stream that does not
     exist, and the application would fail at run time)."""
@@ -319,6 +366,15 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
                                         f"{', '.join(sorted(declared_buckets)) or 'none'}); declare it under "
                                         f"homelab-nats:{key}")
                 _check_bucket_grant(f"{where}.{key}.{bucket}", key, declared_buckets[bucket], access)
+        if user.mqtt:
+            if not mqtt_enabled:
+                raise SettingsError(f"{where}.mqtt: the MQTT listener is off; turn it on with homelab-nats:mqtt.enabled "
+                                    "(README, \"Devices over MQTT\")")
+            # With the streams: an MQTT connection names no reply (above), and its QoS 1 publishes and subscriptions
+            # need JetStream in its own account (server/mqtt.go: the $MQTT_* streams), which must be the streams'.
+            users.append(ServerUser(user.name, mqtt_device_permissions(user), user.namespace,
+                                    connection_types=MQTT_ONLY))
+            continue
         permissions, imports = app_user_access(user, catalog)
         users.append(ServerUser(user.name, permissions, user.namespace, imports))
     return tuple(users)

@@ -19,6 +19,7 @@ from pathlib import Path
 import nats.errors
 from tqdm import tqdm
 
+from stack.rules import is_server_owned
 from stack.units import UnitError, parse_duration
 from streams.backup.folder import FolderStore
 from streams.backup.s3 import BackupStore, StoreError, s3_client
@@ -227,8 +228,13 @@ async def _backup_all(args, store: BackupStore, stop: _Stop) -> int:
     status = OK
     try:
         names = list(args.streams)
-        if args.all:
-            names += [n for n in await stream_names(nc) if n not in names]
+        if args.all:   # the server's own MQTT streams only when named (stack/rules.py is_server_owned)
+            found = await stream_names(nc)
+            skipped = [n for n in found if is_server_owned(n) and n not in names]
+            names += [n for n in found if n not in names and n not in skipped]
+            if skipped:
+                print(f"--all leaves out the server's own streams {', '.join(skipped)} (MQTT sessions and retained "
+                      "messages, which it makes again); name one to back it up", file=sys.stderr)
         for name in names:
             try:
                 info = await stream_info(nc, name)

@@ -15,7 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
-from render.outputs import connection_details, external_urls
+from render.manifests import mqtt_connection
+from render.outputs import connection_details, external_urls, mqtt_details
 from stack.catalog import CatalogError
 from stack.errors import SettingsError
 from stack.loader import ROOT, load_stack, stack_file_path
@@ -43,6 +44,8 @@ def add_parser(sub) -> None:
                         "--port+1, --port+2, likewise --http-port and --route-port")
     p.add_argument("--route-port", type=int, default=6222, help="with --servers 3, the first node's cluster port "
                                                                     "(default 6222)")
+    p.add_argument("--mqtt-port", type=int, default=1883, help="MQTT port, when the stack turns MQTT on (default "
+                                                                  "1883; with --servers 3, counted up likewise)")
     p.add_argument("--data-dir", type=Path, help="where the server keeps its files (default .local/<stack>)")
     p.add_argument("--once", action="store_true", help="start, apply, print, then stop (for scripts and tests)")
     p.set_defaults(run=run)
@@ -56,10 +59,12 @@ def run(args) -> int:
         return 2
     workdir = args.data_dir or ROOT / ".local" / stack_file_path(args.stack).stem.removeprefix("Pulumi.")
     if args.servers == 1:
-        layouts = [local_layout(workdir, host=args.host, client_port=args.port, monitoring_port=args.http_port)]
+        layouts = [local_layout(workdir, host=args.host, client_port=args.port, monitoring_port=args.http_port,
+                                mqtt_port=args.mqtt_port)]
     else:
         layouts = local_cluster_layouts(workdir, args.servers, host=args.host, client_port=args.port,
-                                        monitoring_port=args.http_port, route_port=args.route_port)
+                                        monitoring_port=args.http_port, route_port=args.route_port,
+                                        mqtt_port=args.mqtt_port)
     lock = WorkdirLock(workdir, f"python -m streams dev --stack {args.stack}, nats://{args.host}:{args.port}")
     try:
         with lock:
@@ -87,7 +92,8 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
     cluster = len(layouts) > 1
     urls = ",".join(f"nats://{layout.host}:{layout.client_port}" for layout in layouts)
     if users:   # with auth off, start_cluster writes the cluster's system user alone
-        include, passwords = write_local_auth(workdir, users, urls, cluster=cluster)
+        include, passwords = write_local_auth(workdir, users, urls, cluster=cluster,
+                                              mqtt=mqtt_connection(settings, args.host, layouts[0].mqtt_port))
         # Each node's nats.conf is in its own folder (workdir/n0, …) in a cluster: the include climbs one level.
         layouts = [replace(layout, auth_include=("../" if cluster else "") + include) for layout in layouts]
         login = (settings.admin_user, passwords[settings.admin_user])
@@ -127,6 +133,8 @@ def _serve(args, stack, layouts: list, workdir: Path) -> int:
         details["jetstreamLimits"]["storeDir"] = str(Path(layouts[0].store_dir) / "jetstream")
         if cluster:
             details["clientUrl"] = urls
+        if settings.mqtt.enabled:
+            details["mqtt"] = mqtt_details(settings, args.host, layouts[0].mqtt_port)
         print(json.dumps(details, indent=2))
         what = f"a cluster of {len(servers)} servers ({', '.join(str(s.layout.server_name) for s in servers)})" \
             if cluster else "NATS"

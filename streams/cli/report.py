@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 import nats.errors
 
 from stack.buckets import entry_status
+from stack.rules import is_server_owned
 from stack.units import parse_server_time
 from streams.cli.check import read_declared_entry
 from streams.cli.target import announce_with_stack
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
-
-SERVER_OWNED_PREFIXES = ("$MQTT_",)   # nats-server's MQTT listener makes and owns these (server/mqtt.go)
 
 
 def _age(ts: str | None, now: datetime) -> float | None:
@@ -38,7 +37,7 @@ def _kind(name: str, declared_streams: set[str], buckets: dict[str, str]) -> tup
     """What the stream is, and whether the stack declares it."""
     if name in buckets:
         return buckets[name], True
-    if name.startswith(SERVER_OWNED_PREFIXES):
+    if is_server_owned(name):
         return "server's own (MQTT)", False
     if name.startswith("KV_"):
         return f"key-value bucket {name[3:]}", False

@@ -66,16 +66,19 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def local_layout(workdir: Path, *, host: str = "127.0.0.1", client_port: int | None = None,
-                 monitoring_port: int | None = None, server_name: str = "homelab-local") -> ConfLayout:
-    """The cluster layout remapped to a folder and loopback ports (free ones unless given)."""
+                 monitoring_port: int | None = None, server_name: str = "homelab-local",
+                 mqtt_port: int | None = None) -> ConfLayout:
+    """The cluster layout remapped to a folder and loopback ports (free ones unless given; the MQTT one is used
+    only when the stack turns MQTT on)."""
     return ConfLayout(host=host, client_port=client_port or free_port(host),
                       monitoring_port=monitoring_port or free_port(host), store_dir=str(workdir / "data"),
-                      pid_file=str(workdir / "nats.pid"), server_name=server_name)
+                      pid_file=str(workdir / "nats.pid"), server_name=server_name,
+                      mqtt_port=mqtt_port or free_port(host))
 
 
 def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1", client_port: int | None = None,
                           monitoring_port: int | None = None, route_port: int | None = None,
-                          name: str = "homelab-local") -> list[ConfLayout]:
+                          name: str = "homelab-local", mqtt_port: int | None = None) -> list[ConfLayout]:
     """`servers` nodes of one cluster on this machine: folders workdir/n0, n1, …, ports counted up from the given
     ones (free ones when not given), every node routing to every node on loopback. Each includes workdir's
     auth file (the system user; the users too with auth on)."""
@@ -92,12 +95,12 @@ def local_cluster_layouts(workdir: Path, servers: int, *, host: str = "127.0.0.1
                     chosen.append(port)
         taken.update(chosen)
         return chosen
-    clients, monitors, routes = ports(client_port), ports(monitoring_port), ports(route_port)
+    clients, monitors, routes, mqtts = ports(client_port), ports(monitoring_port), ports(route_port), ports(mqtt_port)
     urls = tuple(f"nats-route://{host}:{p}" for p in routes)
     return [ConfLayout(host=host, client_port=clients[i], monitoring_port=monitors[i],
                        store_dir=str(workdir / f"n{i}" / "data"), pid_file=str(workdir / f"n{i}" / "nats.pid"),
                        server_name=f"n{i}", cluster=ClusterLayout(name, host, routes[i], urls),
-                       auth_include=f"../{LOCAL_AUTH_FILE}")
+                       auth_include=f"../{LOCAL_AUTH_FILE}", mqtt_port=mqtts[i])
             for i in range(servers)]
 
 
@@ -192,7 +195,8 @@ def start_server(settings: Settings, layout: ConfLayout, workdir: Path, *, wait:
                  conf_text: str | None = None, standalone: bool = True) -> LocalServer:
     """Render nats.conf for `layout` and start nats-server on it in `workdir`. A standalone server's streams move
     first to the account this config gives them (auth on: STREAMS, off: the global account)."""
-    for port in (layout.client_port, layout.monitoring_port):
+    mqtt_port = [layout.mqtt_port] if settings.mqtt.enabled and layout.mqtt_port else []
+    for port in (layout.client_port, layout.monitoring_port, *mqtt_port):
         if not port_is_free(layout.host, port):
             raise LocalServerError(f"port {port} on {layout.host} is already in use; stop what holds it or "
                                    "choose another port")

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 from render.auth_conf import render_auth_conf
+from render.manifests import is_mqtt_device
 from stack.users import SYSTEM, ServerUser
 
 AUTH_FOLDER = "auth"
@@ -38,15 +39,21 @@ def local_passwords(workdir: Path, users: tuple[ServerUser, ...]) -> dict[str, s
 
 
 def write_local_auth(workdir: Path, users: tuple[ServerUser, ...], client_url: str, *,
-                     cluster: bool = False) -> tuple[str, dict[str, str]]:
+                     cluster: bool = False, mqtt: dict | None = None) -> tuple[str, dict[str, str]]:
     """Writes auth.conf and the users' env files; returns the include path (relative to nats.conf in `workdir`)
-    and the passwords. A cluster has the system user too (`sys.env`), as the deployment has (nats-user-sys)."""
+    and the passwords. A cluster has the system user too (`sys.env`), as the deployment has (nats-user-sys). An
+    MQTT device's file holds what its Secret holds, with `mqtt`'s host and port (render.manifests.mqtt_connection)."""
     accounts = (*users, ServerUser(SYSTEM)) if cluster else users
     passwords = local_passwords(workdir, accounts)
     folder = workdir / AUTH_FOLDER
     _write_private(workdir / LOCAL_AUTH_FILE, render_auth_conf(users, passwords,
                                                           system_password=passwords.get(SYSTEM) if cluster else None))
     for user in accounts:
+        if is_mqtt_device(user):
+            lines = [f"{k}={v}" for k, v in (mqtt or {}).items()] + [
+                f"MQTT_USER={user.name}", f"MQTT_CLIENT_ID={user.name}", f"MQTT_PASSWORD={passwords[user.name]}"]
+            _write_private(folder / f"{user.name}.env", "\n".join(lines) + "\n")
+            continue
         lines = [f"NATS_URL={client_url}", f"NATS_USER={user.name}", f"NATS_PASSWORD={passwords[user.name]}"]
         if user.inbox_prefix:
             lines.append(f"NATS_INBOX_PREFIX={user.inbox_prefix}")
