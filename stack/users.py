@@ -294,7 +294,7 @@ def mqtt_device_permissions(user: AppUser) -> dict:
     subscribe = [f"{inbox_prefix(user.name)}.>"]
     for subject in _widest(user.subscribe):
         subscribe.append(subject)
-        if subject.endswith(".>") and subject.count(".") > 1:
+        if subject.endswith(".>"):   # mqttNeedSubForLevelUp: more than one token, ending in .>
             subscribe.append(subject[:-2])
     return _permissions(_widest(user.publish), subscribe)
 

@@ -53,10 +53,13 @@ class Homelab:
     def users(self):
         buckets = load_all_buckets(self.raw)
         return plan_users(self.settings.auth, self.catalog, backup_streams(self.settings, self.catalog, buckets),
-                          buckets=buckets)
+                          buckets=buckets, mqtt_enabled=self.settings.mqtt.enabled)
 
     def write_auth(self) -> None:
-        include, self.passwords = write_local_auth(self.workdir, self.users, self.url)
+        from render.manifests import mqtt_connection
+        include, self.passwords = write_local_auth(self.workdir, self.users, self.url,
+                                                   mqtt=mqtt_connection(self.settings, "127.0.0.1",
+                                                                        self.layout.mqtt_port))
         self.layout = replace(self.layout, auth_include=include)
 
     @property
@@ -586,21 +589,26 @@ def test_make_dev_runs_with_the_stacks_auth_and_says_how_to_log_in(tmp_path):
 
     from streams.local.server import free_port
     doc = yaml.safe_load((ROOT / "Pulumi.homelab.yaml").read_text())
-    doc["config"]["homelab-nats:auth"] = {"enabled": True, "users": USERS}
+    doc["config"]["homelab-nats:auth"] = {"enabled": True, "users": {
+        **USERS, "esp-hall": {"mqtt": True, "publish": ["sensors.hall.>"]}}}
+    doc["config"]["homelab-nats:mqtt"] = {"enabled": True}
     stack = tmp_path / "Pulumi.secured.yaml"
     stack.write_text(yaml.safe_dump(doc))
-    port, http_port = free_port(), free_port()
+    port, http_port, mqtt_port = free_port(), free_port(), free_port()
 
     def dev():
         return subprocess.run([sys.executable, "-m", "streams", "dev", "--once", "--stack", str(stack), "--port",
-                               str(port), "--http-port", str(http_port), "--data-dir", str(tmp_path / "dev")],
+                               str(port), "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
+                               "--data-dir", str(tmp_path / "dev")],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
     first = dev()
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "dev" / "auth"
     assert f"set -a; . {folder / 'admin.env'}; set +a" in first.stdout and "created consumer sensors/analytics" in first.stdout
     passwords = json.loads((folder / "passwords.json").read_text())
-    assert set(passwords) == {"admin", "nats-box", "backup", "monitor", "iot-devices", "analytics"}
+    assert set(passwords) == {"admin", "nats-box", "backup", "monitor", "iot-devices", "analytics", "esp-hall"}
+    assert f'"url": "mqtt://127.0.0.1:{mqtt_port}"' in first.stdout
+    assert f"MQTT_PORT={mqtt_port}" in (folder / "esp-hall.env").read_text()
     for pw in passwords.values():
         assert pw not in first.stdout + first.stderr
     for f in folder.iterdir():
