@@ -65,6 +65,12 @@ CONFIGS = {
         "homelab-nats:replicas": 3, "homelab-nats:cluster": {"standaloneStreams": "none", "spread": "preferred",
                                                              "kubernetesNodes": 3},
         "homelab-nats:auth": {"enabled": True}})},
+    # Devices over MQTT, with TLS (port 8883) and a device user (its Secret holds the MQTT settings).
+    "mqtt-devices": {**stack_config("homelab"), "homelab-nats:natsPassword": "schema-test-password", **encode_config({
+        "homelab-nats:mqtt": {"enabled": True},
+        "homelab-nats:tls": {"enabled": True, "issuer": {"name": "homelab-ca-issuer"}},
+        "homelab-nats:auth": {"enabled": True, "users": {"esp-kitchen": {"mqtt": True, "publish": ["sensors.kitchen.>"],
+                                                                         "subscribe": ["sensors.kitchen.>"]}}}})},
 }
 
 
