@@ -42,13 +42,14 @@ def _user_entry(user: ServerUser, passwords: Mapping[str, str]) -> str:
     return entry + "}"
 
 
-def streams_exports(users: Iterable[ServerUser]) -> list[dict]:
-    """What `STREAMS` exports: each subject an application account imports, to exactly the accounts importing it
-    (an export without `accounts` would be open to every account)."""
+def streams_exports(users: Iterable[ServerUser], exporter: str = STREAMS_ACCOUNT) -> list[dict]:
+    """What `exporter` (the streams' account, or the system account) exports: each subject an account imports from
+    it, to exactly the accounts importing it (an export without `accounts` would be open to every account)."""
     importers: dict[Import, list[str]] = {}
     for user in users:
         for imp in user.imports or ():
-            importers.setdefault(imp, []).append(user.account)
+            if imp.account == exporter:
+                importers.setdefault(imp, []).append(user.account)
     exports = []
     for imp, accounts in importers.items():
         export: dict[str, Any] = {imp.kind: imp.subject}
@@ -91,7 +92,7 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], 
         for user in users:
             if user.imports is None:
                 continue
-            imports = [{imp.kind: {"account": STREAMS_ACCOUNT, "subject": imp.subject}} for imp in user.imports]
+            imports = [{imp.kind: {"account": imp.account, "subject": imp.subject}} for imp in user.imports]
             accounts += _account_block(user.account, [f"users: [{_user_entry(user, passwords)}]", "imports: [",
                                                       *(f"  {_conf_value(i)}" for i in imports), "]"])
     else:
@@ -101,12 +102,17 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], 
         lines += ["  ]", "}"]
         if system_password is not None:
             lines.append(f"no_auth_user: {_conf_string(ANONYMOUS)}")
-    if system_password is not None:
-        lines.append("# The system account: peer removal and server-wide requests ($SYS), for the cluster's operator.")
-        accounts += _account_block(SYSTEM_ACCOUNT, [f"users: [{{user: {_conf_string(SYSTEM)}, "
-                                                    f"password: {_conf_string(system_password)}}}]"])
+    system_exports = streams_exports(users, SYSTEM_ACCOUNT)
+    if system_password is not None or system_exports:
+        # The system account: in a cluster its user `sys`, for peer removal and server-wide requests ($SYS); with
+        # auth on, what it exports to the monitor.
+        body = [f"users: [{{user: {_conf_string(SYSTEM)}, password: {_conf_string(system_password)}}}]"] \
+            if system_password is not None else []
+        if system_exports:
+            body += ["exports: [", *(f"  {_conf_value(e)}" for e in system_exports), "]"]
+        accounts += _account_block(SYSTEM_ACCOUNT, body)
     if accounts:
         lines += ["accounts {", *accounts, "}"]
-    if system_password is not None:
+    if system_password is not None or system_exports:
         lines.append(f"system_account: {SYSTEM_ACCOUNT}")
     return "\n".join(lines) + "\n"

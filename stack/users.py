@@ -35,11 +35,13 @@ Accounts (issue 22). nats-server checks a publish against its subject, never its
 whatever reaches its API subjects in the account that holds the streams: a user there that may ask anything the
 server answers (a publish with an ack, a direct get, a fetch) can aim the answer at `$JS.API.STREAM.DELETE.x` by
 naming it as the reply. So with auth on:
-- the streams live in account `STREAMS` (JetStream on), with the project's operator users only: admin, nats-box,
-  backup and monitor. A snapshot and JetStream's information are answered only inside the stream's own account
-  (nats-server server/jetstream_api.go getRequestInfo takes the requester's account; server/client.go
-  processServiceImport names the exporter as `ci.Service` only for an import of an import), so these two cannot
-  leave it: their passwords are operator credentials, kept in the NATS namespace, never handed to an application;
+- the streams live in account `STREAMS` (JetStream on), with the project's operator users only: admin, nats-box
+  and backup. A snapshot is answered only inside the stream's own account (nats-server
+  server/jetstream_api.go getRequestInfo takes the requester's account; server/client.go processServiceImport
+  names the exporter as `ci.Service` only for an import of an import), so backup cannot leave it: the three
+  passwords are operator credentials, kept in the NATS namespace, never handed to an application;
+- `monitor` has an account of its own, importing from the system account the JSZ of `STREAMS` (every stream's and
+  consumer's config and state, no message): the system account exports it to the monitor's account alone;
 - every application user gets an account of its own, without JetStream, that imports exactly the services its
   role needs from `STREAMS`, which exports each to the accounts that import it and no other. An imported
   service's reply is remapped to a `_R_.` subject of the importing account (server/accounts.go
@@ -97,8 +99,11 @@ ACCESS = ("read", "write")
 STREAMS_ACCOUNT = "STREAMS"
 GLOBAL_ACCOUNT = "$G"
 
-MONITOR_SUBJECTS = ("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*",
-                    "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*")
+# The monitor reads JetStream's information from the system account: the JSZ of the streams' account, exported to
+# the monitor's account alone (streams/cli/view.py). `$JS.API.INFO` is answered in its own account, with 10039
+# ("JetStream not enabled for account"), which is how check and report know to read the JSZ.
+MONITOR_JSZ = f"$SYS.REQ.ACCOUNT.{STREAMS_ACCOUNT}.JSZ"
+MONITOR_SUBJECTS = ("$JS.API.INFO", MONITOR_JSZ)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ class Import:
     kind: str               # "service" | "stream"
     subject: str
     streamed: bool = False  # a service answering with several messages (response_type: stream)
+    account: str = STREAMS_ACCOUNT   # the exporting account: the streams', or the system account (monitor)
 
 
 @dataclass(frozen=True)
@@ -326,6 +332,9 @@ def backup_permissions(streams: Iterable[str]) -> dict:
     return _permissions(publish, [f"{inbox_prefix(BACKUP)}.>"])
 
 
+MONITOR_IMPORTS = (Import("service", MONITOR_JSZ, streamed=True, account=SYSTEM_ACCOUNT),)
+
+
 def monitor_permissions() -> dict:
     return _permissions(MONITOR_SUBJECTS, [f"{inbox_prefix(MONITOR)}.>"])
 
@@ -343,7 +352,7 @@ def plan_users(auth: Auth, catalog, backup_streams: Iterable[str], *, admin: str
     # nats-box is the operator's shell (the guide's `kubectl exec … -- nats …`): every permission, but its own
     # user and password, so the provider's (natsPassword) never sits in a pod.
     users = [ServerUser(admin), ServerUser(NATS_BOX), ServerUser(BACKUP, backup_permissions(backup_streams)),
-             ServerUser(MONITOR, monitor_permissions())]
+             ServerUser(MONITOR, monitor_permissions(), imports=MONITOR_IMPORTS)]
     for user in auth.users:
         where = _key(f"users.{user.name}")
         for subject in user.publish:

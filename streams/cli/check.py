@@ -37,6 +37,7 @@ from stack.settings import Settings, backup_credentials_warning, monitoring_on_l
 from stack.units import parse_server_time
 from stack.urls import redact_url
 from streams.cli.target import announce_with_stack
+from streams.cli.view import ApiView, api, open_view
 from streams.connection import POINT_ELSEWHERE, CannotConnect, close_quietly, connect_once, describe_failure, refusals
 from streams.plan import keep_from, plan_consumer_change, plan_stream_change
 
@@ -157,9 +158,6 @@ def memory_stream_finding(where: str, info: dict, started: str | None) -> Findin
                               "messages and nats-box's memory-streams container makes it again", numbers)
 
 
-async def _api(nc, subject: str, body: dict | None = None) -> dict:
-    msg = await nc.request(subject, json.dumps(body).encode() if body is not None else b"", timeout=10)
-    return json.loads(msg.data)
 
 
 def probe_subject(subjects: list[str]) -> str | None:
@@ -172,11 +170,12 @@ def probe_subject(subjects: list[str]) -> str | None:
 
 
 async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, round_trip: bool,
-                        started: str | None = None) -> list[Finding]:
+                        started: str | None = None, view=None) -> list[Finding]:
+    view = view or ApiView(nc)
     found = []
     for spec in specs:
         where = f"stream {spec.name}"
-        info = await _api(nc, f"$JS.API.STREAM.INFO.{spec.name}")
+        info = await view.stream_info(spec.name)
         if "error" in info:
             memory = spec.config.get("storage") == "memory"
             found.append(Finding(FAIL, where, f"missing on the server ({info['error'].get('description')}); " + (
@@ -197,7 +196,7 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
             found.append(memory_stream_finding(where, info, started))
         for c in spec.consumers:
             cwhere = f"consumer {spec.name}/{c.name}"
-            cinfo = await _api(nc, f"$JS.API.CONSUMER.INFO.{spec.name}.{c.name}")
+            cinfo = await view.consumer_info(spec.name, c.name)
             if "error" in cinfo:
                 found.append(Finding(FAIL, cwhere, "missing on the server"))
                 continue
@@ -212,6 +211,10 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
                                   "redelivered": cinfo.get("num_redelivered", 0),
                                   "ack_floor_stream_seq": (cinfo.get("ack_floor") or {}).get("stream_seq", 0)}))
         if round_trip and info["config"].get("storage") == "file":
+            if not view.reads_values:
+                found.append(Finding(WARN, where, "round trip skipped: this user reads JetStream's information only; "
+                                                  "a read-only user runs check with --no-round-trip"))
+                continue
             if refusals(nc):  # the user may not write (one refused probe says it for all: no 10 s wait each)
                 found.append(Finding(WARN, where, "round trip skipped: this user may not publish the probe; a "
                                                   "read-only user runs check with --no-round-trip"))
@@ -220,14 +223,14 @@ async def check_catalog(nc, specs: tuple[StreamSpec, ...], *, lag_warn: int, rou
     return found
 
 
-async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
+async def check_buckets(nc, buckets, *, store_warn: float, view=None) -> list[Finding]:
     """Each declared bucket: it exists, is as declared (the two flags the clients set differently aside: see
     stack/buckets.py), and how full it is against its maxBytes."""
-
+    view = view or ApiView(nc)
     found = []
     for b in buckets:
         where = b.kind.where(b.name)
-        info = await _api(nc, f"$JS.API.STREAM.INFO.{b.stream_name}")
+        info = await view.stream_info(b.stream_name)
         if "error" in info:
             found.append(Finding(FAIL, where, f"missing on the server (stream {b.stream_name}); `pulumi up` (or "
                                               "`make dev` locally) creates it"))
@@ -246,7 +249,11 @@ async def check_buckets(nc, buckets, *, store_warn: float) -> list[Finding]:
             found.append(Finding(level, where, f"as declared; {size} of {limit} ({used / limit:.0%})", numbers))
         else:
             found.append(Finding(OK, where, f"as declared; {size} (no maxBytes)", numbers))
-        found += await check_entries(nc, b)
+        if view.reads_values:
+            found += await check_entries(nc, b)
+        elif b.entries:
+            found.append(Finding(OK, where, f"{len(b.entries)} declared key(s) not compared: this user reads no "
+                                            "values (the admin's check does)"))
     return found
 
 
@@ -266,7 +273,7 @@ def entry_finding(entry, server: tuple[str, int] | None) -> Finding:
 
 async def read_declared_entry(nc, bucket, entry) -> tuple[str, int] | None:
     """A declared key's value and revision as the clients read it (the last message on its subject)."""
-    answer = await _api(nc, f"$JS.API.STREAM.MSG.GET.{bucket.stream_name}",
+    answer = await api(nc, f"$JS.API.STREAM.MSG.GET.{bucket.stream_name}",
                         {"last_by_subj": entry_subject(bucket.name, entry.key)})
     return None if "error" in answer else entry_from_message(answer["message"])
 
@@ -295,8 +302,8 @@ async def _round_trip(nc, stream: str, config: dict) -> Finding:
     if "error" in ack:
         return Finding(FAIL, where, f"round trip: publish to {subject} refused: {ack['error'].get('description')}")
     seq = ack["seq"]
-    got = await _api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq})
-    deleted = await _api(nc, f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True})
+    got = await api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq})
+    deleted = await api(nc, f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True})
     if "error" in deleted:
         return Finding(FAIL, where, f"round trip: probe {seq} could not be deleted: {deleted['error'].get('description')}")
     if "error" in got or base64.b64decode(got["message"].get("data", "")) != token:
@@ -316,13 +323,12 @@ async def run_checks(server: str, monitor_url: str, settings: Settings, specs: t
         return findings + [Finding(FAIL, "server", str(exc))]
     try:
         started = await asyncio.to_thread(server_start, monitor_url)
+        view = await open_view(nc)
         if jsz.get("meta_cluster"):
-            from streams.backup.service import stream_info, stream_names
-
-            infos = [info for name in await stream_names(nc) if (info := await stream_info(nc, name)) is not None]
-            findings += cluster_findings(jsz, infos)
-        findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip, started=started)
-        findings += await check_buckets(nc, buckets, store_warn=store_warn)
+            findings += cluster_findings(jsz, await view.streams())
+        findings += await check_catalog(nc, specs, lag_warn=lag_warn, round_trip=round_trip, started=started,
+                                        view=view)
+        findings += await check_buckets(nc, buckets, store_warn=store_warn, view=view)
     except nats.errors.Error as exc:
         findings.append(Finding(FAIL, "streams", f"could not read the streams: {describe_failure(nc, exc)}"))
     finally:

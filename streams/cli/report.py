@@ -23,6 +23,7 @@ from stack.rules import is_server_owned
 from stack.units import parse_server_time
 from streams.cli.check import read_declared_entry
 from streams.cli.target import announce_with_stack
+from streams.cli.view import open_view
 from streams.connection import CannotConnect, close_quietly, connect_once, describe_failure
 
 
@@ -128,27 +129,14 @@ def format_report(report: dict) -> str:
     return out + "\n"
 
 
-async def _paged(nc, subject: str, key: str) -> list[dict]:
-    """Every item of a JetStream list API (STREAM.LIST, CONSUMER.LIST.<stream>), page by page."""
-    items: list[dict] = []
-    while True:
-        msg = await nc.request(subject, json.dumps({"offset": len(items)}).encode(), timeout=10)
-        data = json.loads(msg.data)
-        if "error" in data:
-            raise RuntimeError(f"{subject}: {data['error'].get('description')}")
-        page = data.get(key) or []
-        items += page
-        if not page or len(items) >= data.get("total", 0):
-            return items
-
-
-async def fetch(nc) -> tuple[list[dict], dict[str, list[dict]]]:
-    streams = await _paged(nc, "$JS.API.STREAM.LIST", "streams")
+async def fetch(view) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Every stream and each one's consumers, through the user's view (streams/cli/view.py)."""
+    streams = await view.streams()
     consumers = {}
     for info in streams:
         name = info["config"]["name"]
         if (info.get("state") or {}).get("consumer_count"):
-            consumers[name] = await _paged(nc, f"$JS.API.CONSUMER.LIST.{name}", "consumers")
+            consumers[name] = await view.consumers(name)
     return streams, consumers
 
 
@@ -178,10 +166,11 @@ def cmd_report(args) -> int:
     async def go():
         nc = await connect_once(target.nats_url)
         try:
-            streams, consumers = await fetch(nc)
+            view = await open_view(nc)
+            streams, consumers = await fetch(view)
             keys = [{"bucket": b.name, "key": e.key,
                      **_key_row(e, await read_declared_entry(nc, b, e) if e.value is not None else None)}
-                    for b in buckets for e in b.entries]
+                    for b in buckets for e in b.entries] if view.reads_values else []
             return streams, consumers, keys
         except (nats.errors.Error, RuntimeError) as exc:
             raise CannotConnect(f"could not read the streams: {describe_failure(nc, exc)}") from None

@@ -224,6 +224,7 @@ async def attack(lab, user: str) -> tuple[list[str], list[str]]:
     ("viewer", set(), {("iot-sensors", "live")}),
     ("thermostat", set(), set()),
     ("provisioner", {"KV_device-config"}, set()),
+    ("monitor", set(), set()),
 ])
 def test_no_role_reaches_jetstream_or_another_user_through_any_reply(lab, user, own_streams, own_consumers):
     before = run(state(lab))
@@ -232,7 +233,7 @@ def test_no_role_reaches_jetstream_or_another_user_through_any_reply(lab, user, 
     expected, got = without_own_effects(before, after, own_streams, own_consumers)
     assert got == expected
     if user != "provisioner":
-        assert after["sensor-1.interval"] == b"30"
+        assert after["sensor-1.interval"] == before["sensor-1.interval"]
     assert "stolen" not in after and not any("stolen" in s["consumers"] for s in after.values() if isinstance(s, dict))
     # nothing the user sent or was answered with arrived on JetStream's management API, another stream or an inbox
     acted = [s for s in wiretap if s.startswith(("$JS.API.STREAM.", "$JS.API.CONSUMER.CREATE", "$JS.API.CONSUMER.DELETE",
@@ -244,7 +245,8 @@ def test_no_role_reaches_jetstream_or_another_user_through_any_reply(lab, user, 
 
 def test_operators_live_with_the_streams_and_applications_alone(lab):
     accounts = {u.name: u.account for u in lab.users}
-    assert {n for n, a in accounts.items() if a == STREAMS_ACCOUNT} == {"admin", "nats-box", "backup", "monitor"}
+    assert {n for n, a in accounts.items() if a == STREAMS_ACCOUNT} == {"admin", "nats-box", "backup"}
+    assert accounts["monitor"] == "monitor"
     assert all(accounts[n] == n for n in ROLES)
 
     async def go():
@@ -399,3 +401,23 @@ def test_turning_auth_on_restarts_the_pod_and_a_cluster_is_warned_instead():
     assert "initContainers" not in stateful_set(cluster)["spec"]["template"]["spec"]
     assert [w for w in cluster.warnings if "does not move them between the global account and STREAMS" in w]
     assert not [w for w in secured.warnings if "global account and STREAMS" in w]
+
+
+def _answer(server: str, *streams: tuple[str, str | None, int]) -> dict:
+    return {"server": {"name": server}, "data": {"stream_detail": [
+        {"name": n, "cluster": {"leader": leader} if leader else {}, "state": {"messages": m}} for n, leader, m in streams]}}
+
+
+@pytest.mark.parametrize("answers, expected", [
+    ([_answer("n0", ("a", "n0", 5))], {"a": 5}),
+    # a replica answers first, the leader after: the leader's state counts
+    ([_answer("n1", ("a", "n0", 4)), _answer("n0", ("a", "n0", 5))], {"a": 5}),
+    ([_answer("n0", ("a", "n0", 5)), _answer("n1", ("a", "n0", 4))], {"a": 5}),
+    # an R1 stream only its node hosts, and a standalone server (no leader named)
+    ([_answer("n0", ("a", "n0", 5)), _answer("n2", ("b", "n2", 7))], {"a": 5, "b": 7}),
+    ([_answer("solo", ("a", None, 3))], {"a": 3}),
+    ([{"server": {"name": "n0"}, "error": {"description": "x"}}, _answer("n1", ("a", "n1", 1))], {"a": 1}),
+])
+def test_the_monitor_merges_each_servers_jsz_keeping_the_leaders(answers, expected):
+    from streams.cli.view import merge_jsz
+    assert {name: d["state"]["messages"] for name, d in merge_jsz(answers).items()} == expected

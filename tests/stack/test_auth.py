@@ -298,6 +298,13 @@ def test_monitor_user_reads_everything_check_needs_and_writes_nothing(homelab):
     skipped = [f for f in report["findings"] if "round trip skipped" in f["message"]]
     assert skipped and all(f["level"] == "warn" and "--no-round-trip" in f["message"] for f in skipped), report
     assert env["NATS_PASSWORD"] not in probing.stdout + probing.stderr
+    # it reads the system account's JSZ of STREAMS (its own account has no JetStream): report sees what admin sees
+    as_monitor = json.loads(cli("report", "--json", env=env).stdout)
+    as_admin = json.loads(cli("report", "--json", env={**user_env(homelab, "admin"),
+                                                       "NATS_MONITOR_URL": homelab.server.monitoring_url}).stdout)
+    assert [r["name"] for r in as_monitor["streams"]] == [r["name"] for r in as_admin["streams"]]
+    assert [(r["stream"], r["name"]) for r in as_monitor["consumers"]] == \
+        [(r["stream"], r["name"]) for r in as_admin["consumers"]]
 
 
 def test_a_permission_change_applies_on_reload_without_restart(homelab):
@@ -464,7 +471,9 @@ def test_users_output_shows_permissions_for_review(secured):
     assert users["analytics"]["imports"] == ["service $JS.API.CONSUMER.MSG.NEXT.sensors.analytics (streamed)",
                                              "service $JS.ACK.sensors.analytics.>"]
     assert users["admin"]["permissions"] == "all" and users["admin"]["account"] == "STREAMS"
-    assert users["backup"]["account"] == users["monitor"]["account"] == "STREAMS" and "imports" not in users["backup"]
+    assert users["backup"]["account"] == "STREAMS" and "imports" not in users["backup"]
+    assert users["monitor"]["account"] == "monitor" and users["monitor"]["imports"] == [
+        "service $SYS.REQ.ACCOUNT.STREAMS.JSZ (streamed)"]
     assert not any("without authentication" in w for w in secured.warnings)
 
 
@@ -536,9 +545,8 @@ def test_backup_and_monitor_permissions():
     assert backup_permissions(["a", "b"])["publish"]["allow"] == [
         "$JS.API.STREAM.INFO.a", "$JS.API.STREAM.SNAPSHOT.a", "$JS.SNAPSHOT.ACK.a.>",
         "$JS.API.STREAM.INFO.b", "$JS.API.STREAM.SNAPSHOT.b", "$JS.SNAPSHOT.ACK.b.>"]
-    published = monitor_permissions()["publish"]["allow"]
-    assert all(".INFO" in s or s.endswith((".NAMES", ".LIST")) or ".NAMES." in s or ".LIST." in s
-               for s in published), published
+    # JetStream's information from the system account, and the probe that finds its own account has no JetStream
+    assert monitor_permissions()["publish"]["allow"] == ["$JS.API.INFO", "$SYS.REQ.ACCOUNT.STREAMS.JSZ"]
 
 
 @pytest.mark.parametrize("password", ['plain', 'quo"te', 'back\\slash', '$VARIABLE', "tab\tnew\nline", "ünï€ode",
