@@ -103,7 +103,8 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], 
         if system_password is not None:
             lines.append(f"no_auth_user: {_conf_string(ANONYMOUS)}")
     system_exports = streams_exports(users, SYSTEM_ACCOUNT)
-    if system_password is not None or system_exports:
+    has_system_account = system_password is not None or bool(system_exports)
+    if has_system_account:
         # The system account: in a cluster its user `sys`, for peer removal and server-wide requests ($SYS); with
         # auth on, what it exports to the monitor.
         body = [f"users: [{{user: {_conf_string(SYSTEM)}, password: {_conf_string(system_password)}}}]"] \
@@ -113,6 +114,6 @@ def render_auth_conf(users: Iterable[ServerUser], passwords: Mapping[str, str], 
         accounts += _account_block(SYSTEM_ACCOUNT, body)
     if accounts:
         lines += ["accounts {", *accounts, "}"]
-    if system_password is not None or system_exports:
+    if has_system_account:
         lines.append(f"system_account: {SYSTEM_ACCOUNT}")
     return "\n".join(lines) + "\n"

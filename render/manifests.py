@@ -462,17 +462,18 @@ def password_key(user: ServerUser) -> str:
     return "MQTT_PASSWORD" if is_mqtt_device(user) else "NATS_PASSWORD"
 
 
-def mqtt_host(settings: Settings) -> str:
-    """Where devices reach the MQTT listener: the load balancer's address on the LAN, else the Service's name."""
+def mqtt_endpoint(settings: Settings, host: str | None = None, port: int | None = None) -> tuple[str, int, bool]:
+    """Where devices reach the MQTT listener (host, port, TLS): the load balancer's address on the LAN, else the
+    Service's name; `make dev` gives its own host and port."""
     lb = settings.load_balancer
-    return lb.ip if lb.enabled and lb.ip else f"{NAME}.{settings.namespace}.svc.cluster.local"
+    return (host or lb.ip or f"{NAME}.{settings.namespace}.svc.cluster.local",
+            port or settings.mqtt.listen_port(settings.tls.enabled), settings.tls.enabled)
 
 
 def mqtt_connection(settings: Settings, host: str | None = None, port: int | None = None) -> dict:
     """An MQTT device's connection settings, as its Secret and `make dev` give them."""
-    return {"MQTT_HOST": host or mqtt_host(settings),
-            "MQTT_PORT": str(port or settings.mqtt.listen_port(settings.tls.enabled)),
-            "MQTT_TLS": "true" if settings.tls.enabled else "false"}
+    host, port, tls = mqtt_endpoint(settings, host, port)
+    return {"MQTT_HOST": host, "MQTT_PORT": str(port), "MQTT_TLS": "true" if tls else "false"}
 
 
 def user_secret(settings: Settings, user: ServerUser) -> dict:

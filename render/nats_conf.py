@@ -119,7 +119,7 @@ def nats_conf_options(settings: Settings, layout: ConfLayout) -> dict:
 
 def mqtt_options(settings: Settings, layout: ConfLayout) -> dict:
     """The mqtt block (nats-server server/opts.go parseMQTT): the listener, TLS-only when TLS is on, and the QoS 1
-    delivery settings; the server's defaults are left out so that it keeps them."""
+    delivery settings; replicas and consumer options only when set, so that the server keeps its own choice."""
     m = settings.mqtt
     port = layout.mqtt_port if layout.mqtt_port is not None else m.listen_port(settings.tls.enabled)
     out: dict = {"listen": f"{layout.host}:{port}", "ack_wait": m.ack_wait, "max_ack_pending": m.max_ack_pending}
@@ -142,6 +142,15 @@ def _value(value) -> str:
     return json.dumps(value)
 
 
+def _tls_block(layout: ConfLayout) -> list[str]:
+    """The server certificate from the Secret's mount, for the client port and the MQTT listener alike."""
+    return ["tls {",
+            f"  cert_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.crt')}",
+            f"  key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
+            "  timeout: 2",
+            "}"]
+
+
 def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
     opts = nats_conf_options(settings, layout)
     js = opts["jetstream"]
@@ -162,11 +171,7 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
                   "}"]
     if settings.tls.enabled:
         lines += ["# Client TLS: plain connections are refused. The monitoring port stays HTTP (probes, exporter).",
-                  "tls {",
-                  f"  cert_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.crt')}",
-                  f"  key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
-                  "  timeout: 2",
-                  "}"]
+                  *_tls_block(layout)]
     if "mqtt" in opts:
         lines += ["# MQTT 3.1.1 for devices (stack/settings.py Mqtt): topics map to subjects (a/b -> a.b); the server keeps",
                   "# sessions, retained and QoS 1 messages in its own $MQTT_* streams.",
@@ -174,11 +179,7 @@ def render_nats_conf(settings: Settings, layout: ConfLayout) -> str:
         lines += [f"  {k}: {'true' if v is True else _value(v)}" for k, v in opts["mqtt"].items()]
         if settings.tls.enabled:
             lines += ["  # TLS only, with the client port's certificate: plain MQTT is refused.",
-                      "  tls {",
-                      f"    cert_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.crt')}",
-                      f"    key_file: {json.dumps(layout.tls_dir.rstrip('/') + '/tls.key')}",
-                      "    timeout: 2",
-                      "  }"]
+                      *(f"  {line}" for line in _tls_block(layout))]
         lines.append("}")
     if includes_auth(settings, layout):
         lines += ["# Users, passwords and permissions: a Secret (stack/users.py). Reloaded when it changes.",

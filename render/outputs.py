@@ -90,8 +90,6 @@ def users_entry(settings: Settings, user) -> dict:
 
 def mqtt_details(settings: Settings, host: str | None = None, port: int | None = None) -> dict:
     """Where devices connect over MQTT (the load balancer's address on the LAN), and how topics become subjects."""
-    c = manifests.mqtt_connection(settings, host, port)
-    scheme = "mqtts" if c["MQTT_TLS"] == "true" else "mqtt"
-    return {"url": f"{scheme}://{c['MQTT_HOST']}:{c['MQTT_PORT']}", "host": c["MQTT_HOST"],
-            "port": int(c["MQTT_PORT"]), "tls": c["MQTT_TLS"] == "true",
+    host, port, tls = manifests.mqtt_endpoint(settings, host, port)
+    return {"url": f"{'mqtts' if tls else 'mqtt'}://{host}:{port}", "host": host, "port": port, "tls": tls,
             "topics": "a topic's levels are a subject's tokens: sensors/kitchen/temp is sensors.kitchen.temp"}
