@@ -13,6 +13,7 @@ import urllib.request
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 import yaml
 
@@ -53,7 +54,18 @@ def cluster(tmp_path_factory):
     applied = apply_catalog(stack.catalog, servers[0].client_url, jetstream_servers=3, buckets=stack.buckets)
     close_all_clients()
     assert {a.action for a in applied} == {"created"}, [a.line() for a in applied]
-    RawJetStream(servers[1].client_url).publish("sensors.temperature.room1", [b"t%d" % i for i in range(25)])
+    # Through another node than the one that made the streams: until the stream's subjects' interest has crossed
+    # the routes to it, a publish there has no responders (and stores nothing), so the first one is retried.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            RawJetStream(servers[1].client_url).publish("sensors.temperature.room1", [b"t0"])
+            break
+        except nats.js.errors.NoStreamResponseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    RawJetStream(servers[1].client_url).publish("sensors.temperature.room1", [b"t%d" % i for i in range(1, 25)])
     yield servers, urls, stack_file
     for server in servers:
         server.stop()
